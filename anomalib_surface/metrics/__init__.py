@@ -1,0 +1,19 @@
+"""Metrics usable in an anomalib ``Evaluator``."""
+
+from .segmentation import (
+    PixelAccuracy,
+    PixelF1,
+    PixelIoU,
+    PixelPrecision,
+    PixelRecall,
+    pixel_segmentation_metrics,
+)
+
+__all__ = [
+    "PixelAccuracy",
+    "PixelF1",
+    "PixelIoU",
+    "PixelPrecision",
+    "PixelRecall",
+    "pixel_segmentation_metrics",
+]

@@ -1,0 +1,1 @@
+"""anomalib-surface models (each registered in the ``anomalib.models`` entry-point group)."""

@@ -1,0 +1,304 @@
+"""Per-image double-threshold (hysteresis) binarisation with morphological cleaning.
+
+Segmentation step of CLGAN (surface-defect detection): every anomaly/residual map is binarised with
+adaptive thresholds ``mean + k * std`` computed on the map itself, using a low and a high factor
+(the paper explores 2.0-3.0). Low-threshold pixels are kept only where their connected region holds
+at least one high-threshold pixel (hysteresis), then the mask is opened/closed with a structuring
+element and connected components below a minimum area are removed.
+
+Everything is batched torch on the input's device with a fixed number of propagation steps, so the
+same code runs in Lightning callbacks and in exported (torch / ONNX) graphs.
+
+Example:
+    >>> from anomalib.models import Patchcore
+    >>> from anomalib_surface.post_processing import DoubleThresholdMorphology
+    >>> model = Patchcore(post_processor=DoubleThresholdMorphology(low_factor=2.0, high_factor=3.0, min_area=16))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from anomalib.data import Batch, InferenceBatch
+from anomalib.post_processing import PostProcessor
+from kornia.morphology import closing, opening
+
+__all__ = [
+    "DoubleThresholdMorphology",
+    "component_sum",
+    "hysteresis_threshold",
+    "label_components",
+    "remove_small_components",
+    "structuring_element",
+]
+
+KERNEL_SHAPES = ("square", "disk", "cross")
+MORPHOLOGY_OPERATIONS = {"open": opening, "close": closing}
+LABEL_MODES = ("mask", "score")
+
+
+def structuring_element(size: int, shape: str, device: torch.device | None = None) -> torch.Tensor:
+    """Build a flat ``[size, size]`` structuring element ("square", "disk" or "cross") of 0/1 floats."""
+    if shape == "square":
+        return torch.ones(size, size, device=device)
+    offsets = torch.arange(size, device=device) - size // 2
+    rows, cols = offsets[:, None], offsets[None, :]
+    if shape == "disk":
+        return (rows**2 + cols**2 <= (size // 2) ** 2).float()
+    if shape == "cross":
+        return ((rows == 0) | (cols == 0)).float()
+    msg = f"kernel_shape must be one of {KERNEL_SHAPES}, got {shape!r}."
+    raise ValueError(msg)
+
+
+def _is_traced() -> bool:
+    """Whether the code is being captured into a graph (torch.export / ONNX / compile / jit trace)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def label_components(mask: torch.Tensor, num_iterations: int) -> torch.Tensor:
+    """Label the 8-connected components of a binary mask.
+
+    Max-label propagation (as :func:`kornia.contrib.connected_components`) plus one pointer jump per
+    step (a pixel adopts the label held by the pixel its label points to), which converges several
+    times faster than plain propagation. Eagerly the loop stops once labels no longer change (same
+    result as running all steps); traced graphs always run ``num_iterations`` steps. Components whose
+    labels have not converged after ``num_iterations`` steps come out split into several labels.
+
+    Args:
+        mask (torch.Tensor): Binary mask of shape ``[N, 1, H, W]``.
+        num_iterations (int): Maximum number of propagation steps.
+
+    Returns:
+        torch.Tensor: int64 labels of shape ``[N, H * W]``; 0 is background, a component is labelled
+        ``1 + `` the largest raster index of its pixels once converged.
+    """
+    num, _, height, width = mask.shape
+    foreground = mask.flatten(1).float()
+    # float32 holds every pixel id exactly up to 2**24 pixels per map; max_pool2d has no integer kernel.
+    labels = torch.arange(1, height * width + 1, device=mask.device, dtype=torch.float32) * foreground
+    for _ in range(num_iterations):
+        spread = F.max_pool2d(labels.view(num, 1, height, width), 3, stride=1, padding=1).flatten(1) * foreground
+        jumped = spread.gather(1, (spread.long() - 1).clamp(min=0)) * foreground
+        if not _is_traced() and torch.equal(jumped, labels):
+            break
+        labels = jumped
+    return labels.long()
+
+
+def component_sum(labels: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Sum ``values`` over each pixel's component: ``[N, P]`` labels and values -> ``[N, P]`` float sums."""
+    totals = torch.zeros(labels.shape[0], labels.shape[1] + 1, device=labels.device, dtype=torch.float32)
+    return totals.scatter_add(1, labels, values.float()).gather(1, labels)
+
+
+def hysteresis_threshold(
+    maps: torch.Tensor,
+    low_factor: float,
+    high_factor: float,
+    num_iterations: int,
+) -> torch.Tensor:
+    """Binarise each map channel with adaptive hysteresis thresholds ``mean + k * std``.
+
+    Statistics (population std) are computed per image and channel. A pixel above the low threshold
+    is kept if its 8-connected low-threshold region contains a pixel above the high threshold.
+
+    Args:
+        maps (torch.Tensor): Anomaly/residual maps of shape ``[B, C, H, W]``.
+        low_factor (float): ``k`` of the low threshold.
+        high_factor (float): ``k`` of the high threshold (``>= low_factor``).
+        num_iterations (int): Label propagation steps (see :func:`label_components`).
+
+    Returns:
+        torch.Tensor: Boolean mask of shape ``[B, C, H, W]``.
+    """
+    std, mean = torch.std_mean(maps, dim=(-2, -1), keepdim=True, correction=0)
+    weak = maps > mean + low_factor * std
+    strong = maps > mean + high_factor * std
+    labels = label_components(weak.flatten(0, 1).unsqueeze(1), num_iterations)
+    seeded = component_sum(labels, strong.flatten(0, 1).flatten(1)) > 0
+    return weak & seeded.view_as(weak)
+
+
+def remove_small_components(mask: torch.Tensor, min_area: int, num_iterations: int) -> torch.Tensor:
+    """Drop 8-connected components with fewer than ``min_area`` pixels from a ``[B, 1, H, W]`` bool mask."""
+    labels = label_components(mask, num_iterations)
+    large = component_sum(labels, mask.flatten(1)) >= min_area
+    return mask & large.view_as(mask)
+
+
+def _validate_factors(low_factor: float, high_factor: float) -> None:
+    if not 0 <= low_factor <= high_factor:
+        msg = f"Expected 0 <= low_factor <= high_factor, got low_factor={low_factor}, high_factor={high_factor}."
+        raise ValueError(msg)
+
+
+def _validate_positive_int(name: str, value: int, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        msg = f"{name} must be an integer >= {minimum}, got {value!r}."
+        raise ValueError(msg)
+
+
+class DoubleThresholdMorphology(PostProcessor):
+    """Post-processor producing ``pred_mask`` by per-image double thresholding and morphology.
+
+    Scores and anomaly maps are normalised exactly as by :class:`~anomalib.post_processing.PostProcessor`
+    (min-max with the thresholds calibrated on validation). ``pred_mask`` instead comes from the RAW
+    anomaly map of each image, before normalisation clips it:
+
+    1. per image and channel, hysteresis between ``mean + low_factor * std`` and
+       ``mean + high_factor * std`` (see :func:`hysteresis_threshold`); channels of a ``[B, C, H, W]``
+       per-channel residual are thresholded separately and OR-ed, ``[B, H, W]`` / ``[B, 1, H, W]`` maps
+       are one channel;
+    2. the morphological ``operations`` in order ("open", "close") with a ``kernel_shape`` element of
+       ``kernel_size`` pixels (:mod:`kornia.morphology`, geodesic borders);
+    3. removal of 8-connected components smaller than ``min_area`` pixels.
+
+    ``pred_label`` always agrees with the mask (an image with a non-empty mask is anomalous):
+
+    - ``label_mode="mask"``: ``pred_label`` is True when any pixel remains in the cleaned mask. Since
+      the thresholds are relative to each image, normal images can get small masks too; use
+      ``min_area`` and the opening to suppress them.
+    - ``label_mode="score"``: ``pred_label`` comes from the calibrated image threshold on ``pred_score``
+      (parent behaviour) and masks of images labelled normal are emptied.
+
+    ``pred_mask`` and ``pred_label`` always replace those of the model. With ``enable_thresholding=False``
+    neither is produced, as in the parent.
+
+    Args:
+        low_factor (float): ``k`` of the low threshold ``mean + k * std``. Defaults to ``2.0``.
+        high_factor (float): ``k`` of the high (seed) threshold, ``>= low_factor``. Defaults to ``3.0``.
+        kernel_size (int): Odd side of the structuring element; 1 disables morphology. Defaults to ``3``.
+        kernel_shape (str): "square", "disk" or "cross". Defaults to ``"square"``.
+        operations (str | Sequence[str]): Morphological operations applied in order, each "open" or
+            "close"; empty for none. Defaults to ``("open", "close")``.
+        min_area (int): Components with fewer pixels are removed; 0 or 1 keeps all. Defaults to ``0``.
+        label_iterations (int): Label propagation steps for hysteresis and area filtering. Regions whose
+            geodesic extent needs more steps are split (weak parts may be dropped, areas under-counted).
+            Eager runs stop at convergence; exported graphs unroll all steps. Defaults to ``64``.
+        label_mode (str): "mask" or "score", see above. Defaults to ``"mask"``.
+        **kwargs: Passed to :class:`~anomalib.post_processing.PostProcessor` (``enable_normalization``,
+            ``enable_thresholding``, ``enable_threshold_matching``, ``image_sensitivity``,
+            ``pixel_sensitivity``).
+
+    Example:
+        >>> import torch
+        >>> from anomalib.data import InferenceBatch
+        >>> post_processor = DoubleThresholdMorphology(min_area=4)
+        >>> output = post_processor(InferenceBatch(pred_score=torch.rand(2), anomaly_map=torch.rand(2, 64, 64)))
+        >>> output.pred_mask.shape, output.pred_label.shape
+        (torch.Size([2, 64, 64]), torch.Size([2]))
+    """
+
+    def __init__(
+        self,
+        low_factor: float = 2.0,
+        high_factor: float = 3.0,
+        kernel_size: int = 3,
+        kernel_shape: str = "square",
+        operations: str | Sequence[str] = ("open", "close"),
+        min_area: int = 0,
+        label_iterations: int = 64,
+        label_mode: str = "mask",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        operations = (operations,) if isinstance(operations, str) else tuple(operations)
+        _validate_factors(low_factor, high_factor)
+        _validate_positive_int("kernel_size", kernel_size, minimum=1)
+        if kernel_size % 2 == 0:
+            msg = f"kernel_size must be odd, got {kernel_size}."
+            raise ValueError(msg)
+        if kernel_shape not in KERNEL_SHAPES:
+            msg = f"kernel_shape must be one of {KERNEL_SHAPES}, got {kernel_shape!r}."
+            raise ValueError(msg)
+        unknown = [operation for operation in operations if operation not in MORPHOLOGY_OPERATIONS]
+        if unknown:
+            msg = f"operations must be drawn from {tuple(MORPHOLOGY_OPERATIONS)}, got unknown {unknown}."
+            raise ValueError(msg)
+        _validate_positive_int("min_area", min_area, minimum=0)
+        _validate_positive_int("label_iterations", label_iterations, minimum=1)
+        if label_mode not in LABEL_MODES:
+            msg = f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}."
+            raise ValueError(msg)
+
+        self.low_factor = float(low_factor)
+        self.high_factor = float(high_factor)
+        self.kernel_size = kernel_size
+        self.kernel_shape = kernel_shape
+        self.operations = operations
+        self.min_area = min_area
+        self.label_iterations = label_iterations
+        self.label_mode = label_mode
+
+    @property
+    def _checkpoint_config_keys(self) -> tuple[str, ...]:
+        """Parent keys plus the double-threshold settings, restored by ``load_checkpoint_config``."""
+        return (
+            *super()._checkpoint_config_keys,
+            "low_factor",
+            "high_factor",
+            "kernel_size",
+            "kernel_shape",
+            "operations",
+            "min_area",
+            "label_iterations",
+            "label_mode",
+        )
+
+    def compute_mask(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        """Binarise raw anomaly maps ``[B, H, W]``, ``[B, 1, H, W]`` or ``[B, C, H, W]`` into a ``[B, H, W]`` mask."""
+        if anomaly_map.ndim not in {3, 4}:
+            msg = f"anomaly_map must have shape [B, H, W] or [B, C, H, W], got {tuple(anomaly_map.shape)}."
+            raise ValueError(msg)
+        maps = anomaly_map.unsqueeze(1) if anomaly_map.ndim == 3 else anomaly_map
+        mask = hysteresis_threshold(maps, self.low_factor, self.high_factor, self.label_iterations)
+        mask = mask.any(dim=1, keepdim=True)
+        if self.operations and self.kernel_size > 1:
+            kernel = structuring_element(self.kernel_size, self.kernel_shape, device=mask.device)
+            cleaned = mask.float()
+            for operation in self.operations:
+                cleaned = MORPHOLOGY_OPERATIONS[operation](cleaned, kernel)
+            mask = cleaned > 0.5
+        if self.min_area > 1:
+            mask = remove_small_components(mask, self.min_area, self.label_iterations)
+        return mask.squeeze(1)
+
+    def _reconcile(
+        self,
+        pred_mask: torch.Tensor,
+        score_label: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(pred_mask [B, H, W], pred_label [B])`` according to ``label_mode``."""
+        if self.label_mode == "score" and score_label is not None:
+            score_label = score_label.reshape(-1).bool()
+            return pred_mask & score_label[:, None, None], score_label
+        return pred_mask, pred_mask.flatten(1).any(dim=1)
+
+    def forward(self, predictions: InferenceBatch) -> InferenceBatch:
+        """Normalise as the parent does and replace ``pred_mask``/``pred_label`` by the double-threshold result.
+
+        Args:
+            predictions (InferenceBatch): Model output with ``pred_score`` and/or ``anomaly_map``.
+
+        Returns:
+            InferenceBatch: Normalised scores/maps, ``pred_mask`` ``[B, H, W]`` bool, ``pred_label`` ``[B]`` bool.
+        """
+        processed = super().forward(predictions)
+        if not self.enable_thresholding or predictions.anomaly_map is None:
+            return processed
+        pred_mask, pred_label = self._reconcile(self.compute_mask(predictions.anomaly_map), processed.pred_label)
+        return processed._replace(pred_mask=pred_mask, pred_label=pred_label)
+
+    def post_process_batch(self, batch: Batch) -> None:
+        """Compute the mask from the raw map, then normalise/threshold as the parent and apply the mask (in place)."""
+        pred_mask = (
+            self.compute_mask(batch.anomaly_map)
+            if self.enable_thresholding and batch.anomaly_map is not None
+            else None
+        )
+        super().post_process_batch(batch)
+        if pred_mask is not None:
+            batch.pred_mask, batch.pred_label = self._reconcile(pred_mask, batch.pred_label)

@@ -1,0 +1,1 @@
+"""Utilities of anomalib-surface that are not model parts."""

@@ -1,0 +1,131 @@
+"""Conformance harness: every model registered in the ``anomalib.models`` entry points by this package
+goes through anomalib's Engine like a built-in model.
+
+Per model: fit (all training phases), validate, test, predict, export to torch and ONNX (and OpenVINO
+when installed), and reload from the checkpoint. Exports and the reloaded model must give the same
+scores and maps as the trained model. A new model is picked up by registering its entry point; it
+only has to provide ``smoke_test_init_args()`` with a tiny configuration.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import anomalib.models
+import numpy as np
+import pytest
+import torch
+from anomalib.deploy import ExportType
+from anomalib.engine import Engine
+from anomalib.models.components import AnomalibModule
+
+from anomalib_surface.data import SurfaceDemo
+from anomalib_surface.data.surface_demo import make_surface_demo
+
+IMAGE_SIZE = 64
+ENTRY_POINTS = sorted(
+    (ep for ep in entry_points(group="anomalib.models") if ep.value.startswith("anomalib_surface.")),
+    key=lambda ep: ep.name,
+)
+# Exports are compared with the Lightning model on the same pre-processed images.
+SCORE_TOLERANCE = {"rtol": 1e-3, "atol": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SurfaceDemo dataset: 8 training images of 64 px, 2 good + 1 per defect type for test."""
+    return make_surface_demo(
+        tmp_path_factory.mktemp("surface_demo"),
+        categories="brick",
+        image_size=IMAGE_SIZE,
+        num_train=8,
+        num_test_good=2,
+        num_test_defect_per_type=1,
+    )
+
+
+def build_model(model_class: type[AnomalibModule]) -> AnomalibModule:
+    """The model in its smoke-test configuration, pre-processing images to ``IMAGE_SIZE``."""
+    pre_processor = model_class.configure_pre_processor(image_size=(IMAGE_SIZE, IMAGE_SIZE))
+    return model_class(pre_processor=pre_processor, **model_class.smoke_test_init_args())
+
+
+def eval_outputs(model: torch.nn.Module, images: torch.Tensor) -> dict[str, np.ndarray]:
+    """Score, anomaly map, mask and label that ``model``'s exportable forward gives for ``images``."""
+    with torch.no_grad():
+        batch = model.eval()(images)
+    return {key: value.detach().cpu().float().numpy() for key, value in batch._asdict().items() if value is not None}
+
+
+def assert_same_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], origin: str) -> None:
+    assert actual.keys() == expected.keys(), origin
+    for key, value in expected.items():
+        np.testing.assert_allclose(actual[key], value, err_msg=f"{origin}: {key}", **SCORE_TOLERANCE)
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS, ids=lambda ep: ep.name)
+def test_model_conforms_to_anomalib(entry_point, demo_root: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    model_class = entry_point.load()
+    assert AnomalibModule in model_class.__bases__, "AnomalibModule must be a direct base (anomalib's get_model)"
+    assert getattr(anomalib.models, model_class.__name__) is model_class
+
+    torch.manual_seed(0)
+    model = build_model(model_class)
+    datamodule = SurfaceDemo(root=demo_root, category="brick", train_batch_size=4, eval_batch_size=4, num_workers=0)
+    engine = Engine(
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=tmp_path,
+        limit_train_batches=2,
+        logger=False,
+        enable_progress_bar=False,
+    )
+
+    engine.fit(model, datamodule=datamodule)
+    assert engine.validate(model, datamodule=datamodule)
+    (test,) = engine.test(model, datamodule=datamodule)
+    assert np.isfinite(test["image_AUROC"])
+    assert np.isfinite(test["pixel_AUROC"])
+
+    predictions = engine.predict(model, datamodule=datamodule)
+    first = predictions[0]
+    batch_size = first.image.shape[0]
+    assert first.pred_score.numel() == batch_size
+    assert first.pred_label.numel() == batch_size
+    assert first.anomaly_map.shape[-2:] == (IMAGE_SIZE, IMAGE_SIZE)
+    assert first.pred_mask.shape[-2:] == (IMAGE_SIZE, IMAGE_SIZE)
+    assert torch.isfinite(first.pred_score).all()
+
+    images = first.image.clone()
+    expected = eval_outputs(model, images)
+
+    torch_path = engine.export(model, ExportType.TORCH, export_root=tmp_path / "export")
+    exported = torch.load(torch_path, map_location="cpu", weights_only=False)["model"]
+    assert_same_outputs(eval_outputs(exported, images), expected, "torch export")
+
+    onnx_path = engine.export(model, ExportType.ONNX, export_root=tmp_path / "export", input_size=(IMAGE_SIZE, IMAGE_SIZE))
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    onnx_outputs = session.run(None, {session.get_inputs()[0].name: images.numpy()})
+    names = [output.name for output in session.get_outputs()]
+    assert_same_outputs(
+        {name: value.astype(np.float32) for name, value in zip(names, onnx_outputs, strict=True)},
+        {name: expected[name] for name in names},
+        "ONNX export",
+    )
+
+    if importlib.util.find_spec("openvino") is not None:
+        openvino_path = engine.export(
+            model,
+            ExportType.OPENVINO,
+            export_root=tmp_path / "export",
+            input_size=(IMAGE_SIZE, IMAGE_SIZE),
+        )
+        assert openvino_path.exists()
+
+    checkpoint = engine.trainer.checkpoint_callback.best_model_path or engine.trainer.checkpoint_callback.last_model_path
+    reloaded = model_class.load_from_checkpoint(checkpoint, map_location="cpu")
+    assert_same_outputs(eval_outputs(reloaded, images), expected, "checkpoint reload")
