@@ -1,0 +1,352 @@
+"""CLGAN: contrastive-learning generative adversarial network for surface anomaly detection.
+
+A generator learns from normal images to output an anomaly-free reconstruction. It is trained with an L1
+(+ SSIM) reconstruction term, a least-squares adversarial term from a PatchGAN discriminator, and a
+multi-layer PatchNCE term (as in CUT) that makes each reconstructed patch's encoder features identify the
+matching patch of the clean image among the other patches of that image. At test time the residual between
+an image and its reconstruction is the anomaly map, segmented by
+:class:`~anomalib_surface.post_processing.DoubleThresholdMorphology` (adaptive double thresholds and
+morphology).
+
+Paper: "Unsupervised surface anomaly detection of industrial products based on contrastive learning
+generative adversarial network".
+
+Example:
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_surface.data import SurfaceDemo
+    >>> from anomalib_surface.models.clgan import Clgan
+    >>> engine = Engine()
+    >>> engine.fit(Clgan(), datamodule=SurfaceDemo())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.data.transforms.utils import extract_transforms_by_type
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+from anomalib_surface.components import SyntheticAnomalyGenerator, check_finite
+from anomalib_surface.metrics import pixel_segmentation_metrics
+from anomalib_surface.post_processing import DoubleThresholdMorphology
+
+from .loss import ClganLoss
+from .torch_model import ClganModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Clgan"]
+
+
+class Clgan(AnomalibModule):
+    """CLGAN: reconstruction GAN with PatchNCE contrastive learning; anomaly map = reconstruction residual.
+
+    Setting ``lambda_adv=0`` removes the discriminator and its optimiser, ``lambda_nce=0`` removes the
+    PatchNCE projection heads; with both at 0 (and ``lambda_ssim=0``) Clgan is a plain L1 autoencoder with the
+    same generator.
+
+    Args:
+        ngf (int): Generator stem width (doubles at each downsampling). Defaults to ``64``.
+        n_downsampling (int): Generator stride-2 stages; image sides must be divisible by
+            ``2**n_downsampling``. Defaults to ``2``.
+        n_blocks (int): Generator residual blocks at the bottleneck. Defaults to ``6``.
+        norm (str): ``"instance"`` or ``"batch"`` normalisation in both networks. Defaults to ``"instance"``.
+        ndf (int): Discriminator width. Defaults to ``64``.
+        n_layers_d (int): Discriminator stride-2 convs. Defaults to ``3``.
+        lambda_rec (float): Weight of the L1 reconstruction term. Defaults to ``10.0``.
+        lambda_ssim (float): Weight of the SSIM term (0 skips it). Defaults to ``1.0``.
+        lambda_adv (float): Weight of the least-squares adversarial term (0 skips it and the discriminator).
+            Defaults to ``1.0``.
+        lambda_nce (float): Weight of the PatchNCE term (0 skips it and the projection heads). Defaults to ``1.0``.
+        nce_layers (Sequence[int]): Generator encoder stages used by PatchNCE: 0 = stem,
+            ``1..n_downsampling`` = downsampling convs, then the residual blocks. Defaults to ``(0, 1, 2, 3, 7)``
+            (stem, both downsamplings, first and fifth residual block, like CUT's ``0,4,8,12,16``).
+        nce_t (float): PatchNCE temperature. Defaults to ``0.07``.
+        num_patches (int): Locations sampled per NCE layer and image. Defaults to ``256``.
+        nce_mlp_dim (int): Width of the 2-layer projection heads. Defaults to ``256``.
+        lr (float): Adam learning rate of both optimisers. Defaults to ``2e-4``.
+        beta1 (float): Adam ``beta1``. Defaults to ``0.5``.
+        beta2 (float): Adam ``beta2``. Defaults to ``0.999``.
+        corrupt_inputs (bool): Train on inputs corrupted with synthetic anomalies and clean targets, so that
+            the generator learns to remove anomalies instead of copying them. Defaults to ``True``.
+        anomaly_source_path (str | None): Folder of images that fill the synthetic anomalies (e.g. DTD);
+            ``None`` fills them from the training batch itself. Only used with ``corrupt_inputs``.
+            Defaults to ``None``.
+        corruption_probability (float): Fraction of training images that get a synthetic anomaly.
+            Defaults to ``0.5``.
+        channel_reduction (str): ``"max"`` or ``"mean"`` over the colour channels of ``|x - G(x)|``.
+            Defaults to ``"max"``.
+        sigma (float): Gaussian smoothing of the anomaly map in pixels (0 disables). Defaults to ``4.0``.
+        max_epochs (int): Training epochs, passed to the trainer through :attr:`trainer_arguments`.
+            Defaults to ``200``.
+        pre_processor (PreProcessor | bool): Defaults to a 256x256 resize without normalisation.
+        post_processor (PostProcessor | bool): Defaults to :class:`DoubleThresholdMorphology`.
+        evaluator (Evaluator | bool): Defaults to anomalib's image/pixel AUROC and F1 plus pixel
+            precision, recall, accuracy, F1 and IoU.
+        visualizer (Visualizer | bool): Defaults to anomalib's image visualizer.
+    """
+
+    def __init__(
+        self,
+        ngf: int = 64,
+        n_downsampling: int = 2,
+        n_blocks: int = 6,
+        norm: str = "instance",
+        ndf: int = 64,
+        n_layers_d: int = 3,
+        lambda_rec: float = 10.0,
+        lambda_ssim: float = 1.0,
+        lambda_adv: float = 1.0,
+        lambda_nce: float = 1.0,
+        nce_layers: Sequence[int] = (0, 1, 2, 3, 7),
+        nce_t: float = 0.07,
+        num_patches: int = 256,
+        nce_mlp_dim: int = 256,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
+        beta2: float = 0.999,
+        corrupt_inputs: bool = True,
+        anomaly_source_path: str | None = None,
+        corruption_probability: float = 0.5,
+        channel_reduction: str = "max",
+        sigma: float = 4.0,
+        max_epochs: int = 200,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        _check_training_options(
+            num_patches=num_patches,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            max_epochs=max_epochs,
+            corruption_probability=corruption_probability,
+        )
+        self.loss = ClganLoss(
+            lambda_rec=lambda_rec,
+            lambda_ssim=lambda_ssim,
+            lambda_adv=lambda_adv,
+            lambda_nce=lambda_nce,
+            nce_t=nce_t,
+        )
+        if self.loss.uses_nce and not nce_layers:
+            msg = "nce_layers must name at least one encoder stage when lambda_nce > 0."
+            raise ValueError(msg)
+        self.model = ClganModel(
+            ngf=ngf,
+            n_downsampling=n_downsampling,
+            n_blocks=n_blocks,
+            norm=norm,
+            ndf=ndf,
+            n_layers_d=n_layers_d,
+            use_discriminator=self.loss.uses_adversarial,
+            nce_layers=nce_layers if self.loss.uses_nce else (),
+            nce_mlp_dim=nce_mlp_dim,
+            channel_reduction=channel_reduction,
+            sigma=sigma,
+        )
+        if anomaly_source_path is not None and not corrupt_inputs:
+            logger.warning("anomaly_source_path is ignored because corrupt_inputs=False.")
+        self.corrupt_inputs = corrupt_inputs
+        self.anomaly_source_path = anomaly_source_path
+        self.corruption_probability = corruption_probability
+        self.corruptor: SyntheticAnomalyGenerator | None = None
+        self.num_patches = num_patches
+        self.lr = lr
+        self.betas = (beta1, beta2)
+        self.max_epochs = max_epochs
+        self.automatic_optimization = False
+
+    @classmethod
+    def smoke_test_init_args(cls) -> dict[str, Any]:
+        """Constructor arguments of a tiny, fast configuration (1 epoch) for tests and conformance runs."""
+        return {
+            "ngf": 8,
+            "n_downsampling": 2,
+            "n_blocks": 1,
+            "ndf": 8,
+            "n_layers_d": 2,
+            "nce_layers": (0, 1, 3),
+            "num_patches": 16,
+            "nce_mlp_dim": 16,
+            "max_epochs": 1,
+        }
+
+    @classmethod
+    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+        """Resize to ``image_size`` (default 256x256); no normalisation, images stay in ``[0, 1]``."""
+        image_size = image_size or (256, 256)
+        return PreProcessor(transform=Compose([Resize(image_size, antialias=True)]))
+
+    def configure_post_processor(self) -> PostProcessor:
+        """Adaptive double thresholds and morphology on each image's anomaly map (paper's segmentation)."""
+        return DoubleThresholdMorphology()
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """anomalib's default image/pixel AUROC and F1, plus pixel precision, recall, accuracy, F1 and IoU."""
+        defaults = AnomalibModule.configure_evaluator()
+        return Evaluator(test_metrics=[*defaults.test_metrics, *pixel_segmentation_metrics()])
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Adam for generator + projection heads, and (if ``lambda_adv > 0``) Adam for the discriminator."""
+        generator_params = list(self.model.generator.parameters())
+        if self.model.patch_heads is not None:
+            generator_params += list(self.model.patch_heads.parameters())
+        optimizers = [torch.optim.Adam(generator_params, lr=self.lr, betas=self.betas)]
+        if self.model.discriminator is not None:
+            optimizers.append(torch.optim.Adam(self.model.discriminator.parameters(), lr=self.lr, betas=self.betas))
+        return optimizers
+
+    def setup(self, stage: str) -> None:
+        """Build the synthetic-anomaly generator when fitting with ``corrupt_inputs``.
+
+        It is built here rather than in ``__init__`` so that loading a checkpoint for inference never needs
+        the anomaly source folder; a missing or empty folder raises ``FileNotFoundError`` when fitting starts.
+        """
+        if stage == "fit" and self.corrupt_inputs and self.corruptor is None:
+            self.corruptor = SyntheticAnomalyGenerator(
+                anomaly_source_path=self.anomaly_source_path,
+                probability=self.corruption_probability,
+            )
+
+    def on_train_start(self) -> None:
+        """Refuse normalising pre-processors and synthetic-anomaly sources that overlap the test split."""
+        if self.pre_processor is not None and extract_transforms_by_type(
+            getattr(self.pre_processor, "transform", None),
+            Normalize,
+        ):
+            msg = "Clgan reconstructs images in [0, 1]: its pre_processor must not contain Normalize."
+            raise ValueError(msg)
+        test_data = getattr(getattr(self.trainer, "datamodule", None), "test_data", None)
+        samples = getattr(test_data, "samples", None)
+        if self.corruptor is not None and samples is not None:
+            self.corruptor.check_disjoint_from(samples.image_path)
+
+    def _nce_embeddings(
+        self,
+        reconstruction: torch.Tensor,
+        target_features: list[torch.Tensor],
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """PatchNCE queries (reconstruction) and keys (clean image) at shared random locations, ``[B, P, D]`` each."""
+        layers = self.model.nce_layers
+        heads = self.model.patch_heads
+        keys, patch_ids = heads([target_features[layer] for layer in layers], self.num_patches)
+        reconstruction_features = self.model.generator.encode(reconstruction)
+        queries, _ = heads([reconstruction_features[layer] for layer in layers], self.num_patches, patch_ids)
+        return queries, keys
+
+    def _optimizers(self) -> tuple[LightningOptimizer, LightningOptimizer | None]:
+        """The generator optimiser and the discriminator optimiser (``None`` without adversarial term)."""
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        return optimizers[0], optimizers[1] if len(optimizers) > 1 else None
+
+    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """One discriminator update (if adversarial), then one generator + projection-head update.
+
+        Raises:
+            NonFiniteLossError: If a loss term is NaN or infinite (names the term and the step).
+        """
+        del args, kwargs  # These variables are not used.
+        target = batch.image
+        inputs = self.corruptor(target)[0] if self.corruptor is not None else target
+        generator, discriminator = self.model.generator, self.model.discriminator
+        input_features = generator.encode(inputs)
+        reconstruction = generator.decode(input_features[-1])
+        opt_g, opt_d = self._optimizers()
+        logs = {}
+
+        if discriminator is not None:
+            d_loss = self.loss.discriminator_loss(discriminator(target), discriminator(reconstruction.detach()))
+            check_finite({"discriminator": d_loss}, self.global_step)
+            opt_d.zero_grad()
+            self.manual_backward(d_loss)
+            opt_d.step()
+            logs["train_discriminator_loss"] = d_loss.detach()
+
+        with self.toggled_optimizer(opt_g):
+            queries, keys = [], []
+            if self.model.patch_heads is not None:
+                target_features = input_features if inputs is target else generator.encode(target)
+                queries, keys = self._nce_embeddings(reconstruction, target_features)
+            terms = self.loss.generator_terms(
+                target,
+                reconstruction,
+                fake_logits=discriminator(reconstruction) if discriminator is not None else None,
+                nce_queries=queries,
+                nce_keys=keys,
+            )
+            g_loss = self.loss.weighted_sum(terms)
+            check_finite({**terms, "generator": g_loss}, self.global_step)
+            opt_g.zero_grad()
+            self.manual_backward(g_loss)
+            opt_g.step()
+
+        logs |= {f"train_{name}_loss": term.detach() for name, term in terms.items()}
+        self.log_dict(logs, on_epoch=True, logger=True)
+        self.log("train_loss", g_loss.detach(), on_epoch=True, prog_bar=True, logger=True)
+        return {"loss": g_loss.detach()}
+
+    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """Residual-based anomaly maps and scores merged into the batch."""
+        del args, kwargs  # These variables are not used.
+        predictions = self.model(batch.image)
+        return batch.update(**predictions._asdict())
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No gradient clipping (manual optimisation), no sanity validation, ``max_epochs`` from the options."""
+        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0, "max_epochs": self.max_epochs}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """Trained on normal images only (``LearningType.ONE_CLASS``)."""
+        return LearningType.ONE_CLASS
+
+
+def _check_training_options(
+    num_patches: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    max_epochs: int,
+    corruption_probability: float,
+) -> None:
+    """Raise ``ValueError`` naming the first training option out of range."""
+    if isinstance(num_patches, bool) or not isinstance(num_patches, int) or num_patches < 1:
+        msg = f"num_patches must be an integer >= 1, got {num_patches!r}."
+        raise ValueError(msg)
+    if not lr > 0:
+        msg = f"lr must be > 0, got {lr}."
+        raise ValueError(msg)
+    for name, beta in (("beta1", beta1), ("beta2", beta2)):
+        if not 0 <= beta < 1:
+            msg = f"{name} must be in [0, 1), got {beta}."
+            raise ValueError(msg)
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        msg = f"max_epochs must be an integer >= 1, got {max_epochs!r}."
+        raise ValueError(msg)
+    if not 0 <= corruption_probability <= 1:
+        msg = f"corruption_probability must be in [0, 1], got {corruption_probability}."
+        raise ValueError(msg)

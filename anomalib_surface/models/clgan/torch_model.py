@@ -1,0 +1,311 @@
+"""PyTorch networks of CLGAN: ResNet generator, PatchGAN discriminator and PatchNCE projection heads.
+
+The generator and discriminator follow CUT / pix2pix (Park et al., "Contrastive Learning for Unpaired
+Image-to-Image Translation", ECCV 2020); the generator ends in a sigmoid so that reconstructions live in
+``[0, 1]`` like the input images. At inference only the generator is used: the anomaly map is the smoothed
+residual between an image and its reconstruction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from anomalib.data import InferenceBatch
+from torch import nn
+
+from .anomaly_map import AnomalyMapGenerator
+
+__all__ = ["ClganModel", "PatchGANDiscriminator", "PatchSampleMLP", "ResnetBlock", "ResnetGenerator"]
+
+NORMS = ("instance", "batch")
+
+
+def _norm_layer(norm: str, channels: int) -> nn.Module:
+    """Normalisation layer by name: affine-free InstanceNorm (as CUT) or BatchNorm."""
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    msg = f"norm must be one of {NORMS}, got {norm!r}."
+    raise ValueError(msg)
+
+
+def _check_min(name: str, value: int, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        msg = f"{name} must be an integer >= {minimum}, got {value!r}."
+        raise ValueError(msg)
+
+
+def _is_traced() -> bool:
+    """Whether the code is being captured into a graph (torch.export / ONNX / compile / jit trace)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+class ResnetBlock(nn.Module):
+    """Residual block ``x + conv-norm-relu-conv-norm(x)`` with reflection padding (width kept)."""
+
+    def __init__(self, channels: int, norm: str = "instance") -> None:
+        super().__init__()
+        bias = norm != "batch"
+        self.block = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, kernel_size=3, bias=bias),
+            _norm_layer(norm, channels),
+            nn.ReLU(inplace=True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, kernel_size=3, bias=bias),
+            _norm_layer(norm, channels),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, C, h, w]`` -> ``[B, C, h, w]``."""
+        return features + self.block(features)
+
+
+class ResnetGenerator(nn.Module):
+    """Encoder-decoder generator of CUT with a sigmoid output.
+
+    The encoder is a list of *stages* whose outputs are the features PatchNCE can use: stage 0 is the stem
+    (7x7 conv, ``ngf`` channels), stages ``1..n_downsampling`` are stride-2 3x3 convs doubling the width,
+    and the last ``n_blocks`` stages are residual blocks at width ``ngf * 2**n_downsampling``. The decoder
+    mirrors the downsampling with transposed convs and ends in a 7x7 conv and a sigmoid.
+
+    Args:
+        in_channels (int): Image channels. Defaults to ``3``.
+        ngf (int): Width of the stem. Defaults to ``64``.
+        n_downsampling (int): Number of stride-2 stages; ``H`` and ``W`` must be divisible by
+            ``2**n_downsampling``. Defaults to ``2``.
+        n_blocks (int): Residual blocks at the bottleneck. Defaults to ``6``.
+        norm (str): ``"instance"`` or ``"batch"``. Defaults to ``"instance"``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        ngf: int = 64,
+        n_downsampling: int = 2,
+        n_blocks: int = 6,
+        norm: str = "instance",
+    ) -> None:
+        super().__init__()
+        _check_min("ngf", ngf, 1)
+        _check_min("n_downsampling", n_downsampling, 0)
+        _check_min("n_blocks", n_blocks, 0)
+        bias = norm != "batch"
+        widths = [ngf * 2**level for level in range(n_downsampling + 1)]
+
+        stages = [
+            nn.Sequential(
+                nn.ReflectionPad2d(3),
+                nn.Conv2d(in_channels, ngf, kernel_size=7, bias=bias),
+                _norm_layer(norm, ngf),
+                nn.ReLU(inplace=True),
+            ),
+        ]
+        stages += [
+            nn.Sequential(
+                nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=bias),
+                _norm_layer(norm, c_out),
+                nn.ReLU(inplace=True),
+            )
+            for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)
+        ]
+        stages += [ResnetBlock(widths[-1], norm) for _ in range(n_blocks)]
+        self.encoder = nn.ModuleList(stages)
+        self.stage_channels: list[int] = widths + [widths[-1]] * n_blocks
+
+        decoder: list[nn.Module] = []
+        for c_in, c_out in zip(widths[:0:-1], widths[-2::-1], strict=True):
+            decoder += [
+                nn.ConvTranspose2d(c_in, c_out, kernel_size=3, stride=2, padding=1, output_padding=1, bias=bias),
+                _norm_layer(norm, c_out),
+                nn.ReLU(inplace=True),
+            ]
+        decoder += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, in_channels, kernel_size=7), nn.Sigmoid()]
+        self.decoder = nn.Sequential(*decoder)
+        self.size_divisor = 2**n_downsampling
+
+    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of every encoder stage for ``[B, C, H, W]`` images (stage ``i`` at index ``i``)."""
+        if not _is_traced() and (images.shape[-2] % self.size_divisor or images.shape[-1] % self.size_divisor):
+            msg = (
+                f"Image height and width must be divisible by 2**n_downsampling = {self.size_divisor}, got "
+                f"{tuple(images.shape[-2:])}. Resize the images (pre_processor image_size) or lower n_downsampling."
+            )
+            raise ValueError(msg)
+        features = []
+        for stage in self.encoder:
+            images = stage(images)
+            features.append(images)
+        return features
+
+    def decode(self, bottleneck: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``[B, C, H, W]`` in ``[0, 1]`` from the last encoder stage's output."""
+        return self.decoder(bottleneck)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Reconstruct ``[B, C, H, W]`` images; the output has the same shape, values in ``[0, 1]``."""
+        return self.decode(self.encode(images)[-1])
+
+
+class PatchGANDiscriminator(nn.Module):
+    """PatchGAN discriminator of pix2pix/CUT: one realness score per overlapping receptive field.
+
+    Args:
+        in_channels (int): Image channels. Defaults to ``3``.
+        ndf (int): Width of the first conv. Defaults to ``64``.
+        n_layers (int): Number of stride-2 convs (the receptive field grows with it). Defaults to ``3``.
+        norm (str): ``"instance"`` or ``"batch"``. Defaults to ``"instance"``.
+    """
+
+    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance") -> None:
+        super().__init__()
+        _check_min("ndf", ndf, 1)
+        _check_min("n_layers_d", n_layers, 1)
+        bias = norm != "batch"
+        widths = [ndf * min(2**level, 8) for level in range(n_layers + 1)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, ndf, kernel_size=4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        for level in range(1, n_layers + 1):
+            stride = 2 if level < n_layers else 1
+            layers += [
+                nn.Conv2d(widths[level - 1], widths[level], kernel_size=4, stride=stride, padding=1, bias=bias),
+                _norm_layer(norm, widths[level]),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        layers.append(nn.Conv2d(widths[-1], 1, kernel_size=4, stride=1, padding=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` images -> ``[B, 1, h, w]`` patch logits (``h ~ H / 2**(n_layers - 1) - 2``)."""
+        return self.layers(images)
+
+
+class PatchSampleMLP(nn.Module):
+    """Per-layer 2-layer MLP projection heads on randomly sampled feature locations (``netF`` of CUT).
+
+    Args:
+        in_channels (Sequence[int]): Channels of each feature map the heads project, in order.
+        out_dim (int): Width of both MLP layers and of the projected embeddings. Defaults to ``256``.
+    """
+
+    def __init__(self, in_channels: Sequence[int], out_dim: int = 256) -> None:
+        super().__init__()
+        _check_min("nce_mlp_dim", out_dim, 1)
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.Linear(channels, out_dim), nn.ReLU(inplace=True), nn.Linear(out_dim, out_dim))
+            for channels in in_channels
+        )
+
+    def forward(
+        self,
+        features: Sequence[torch.Tensor],
+        num_patches: int,
+        patch_ids: Sequence[torch.Tensor] | None = None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Sample locations of each feature map, project them and L2-normalise.
+
+        Args:
+            features (Sequence[torch.Tensor]): One ``[B, C_l, h_l, w_l]`` map per head.
+            num_patches (int): Locations drawn per layer (all of them if the map is smaller); the same
+                locations are used for every image of the batch.
+            patch_ids (Sequence[torch.Tensor] | None): Locations to reuse (flat indices per layer), e.g. those
+                returned for the matching features of another image; ``None`` draws new ones.
+
+        Returns:
+            Embeddings ``[B, P_l, out_dim]`` per layer (unit norm) and the flat location indices ``[P_l]``.
+        """
+        if len(features) != len(self.heads):
+            msg = f"Expected {len(self.heads)} feature maps (one per nce layer), got {len(features)}."
+            raise ValueError(msg)
+        embeddings, used_ids = [], []
+        for index, (feature, head) in enumerate(zip(features, self.heads, strict=True)):
+            flat = feature.flatten(2).transpose(1, 2)  # [B, h*w, C]
+            if patch_ids is None:
+                ids = torch.randperm(flat.shape[1], device=flat.device)[:num_patches]
+            else:
+                ids = patch_ids[index]
+            embeddings.append(F.normalize(head(flat[:, ids]), dim=-1))
+            used_ids.append(ids)
+        return embeddings, used_ids
+
+
+class ClganModel(nn.Module):
+    """CLGAN networks: the generator used at inference plus the training-only discriminator and NCE heads.
+
+    Args:
+        ngf (int): Generator stem width. Defaults to ``64``.
+        n_downsampling (int): Generator stride-2 stages. Defaults to ``2``.
+        n_blocks (int): Generator residual blocks. Defaults to ``6``.
+        norm (str): ``"instance"`` or ``"batch"`` in both networks. Defaults to ``"instance"``.
+        ndf (int): Discriminator width. Defaults to ``64``.
+        n_layers_d (int): Discriminator stride-2 convs. Defaults to ``3``.
+        use_discriminator (bool): Build the discriminator (``False`` when the adversarial weight is 0).
+            Defaults to ``True``.
+        nce_layers (Sequence[int]): Encoder stages (see :class:`ResnetGenerator`) used by PatchNCE; empty
+            builds no projection heads. Defaults to ``(0, 1, 2, 3, 7)``.
+        nce_mlp_dim (int): Width of the projection heads. Defaults to ``256``.
+        channel_reduction (str): How the per-channel residual becomes one map, see
+            :class:`AnomalyMapGenerator`. Defaults to ``"max"``.
+        sigma (float): Gaussian smoothing of the map in pixels; 0 disables it. Defaults to ``4.0``.
+    """
+
+    def __init__(
+        self,
+        ngf: int = 64,
+        n_downsampling: int = 2,
+        n_blocks: int = 6,
+        norm: str = "instance",
+        ndf: int = 64,
+        n_layers_d: int = 3,
+        use_discriminator: bool = True,
+        nce_layers: Sequence[int] = (0, 1, 2, 3, 7),
+        nce_mlp_dim: int = 256,
+        channel_reduction: str = "max",
+        sigma: float = 4.0,
+    ) -> None:
+        super().__init__()
+        self.generator = ResnetGenerator(ngf=ngf, n_downsampling=n_downsampling, n_blocks=n_blocks, norm=norm)
+        num_stages = len(self.generator.stage_channels)
+        invalid = [layer for layer in nce_layers if isinstance(layer, bool) or not 0 <= layer < num_stages]
+        if invalid or len(set(nce_layers)) != len(nce_layers):
+            msg = (
+                f"nce_layers must be distinct encoder stage indices in [0, {num_stages - 1}] "
+                f"(0 = stem, 1..n_downsampling = downsampling convs, then residual blocks), got {list(nce_layers)}."
+            )
+            raise ValueError(msg)
+        self.nce_layers = list(nce_layers)
+        self.discriminator = (
+            PatchGANDiscriminator(ndf=ndf, n_layers=n_layers_d, norm=norm) if use_discriminator else None
+        )
+        self.patch_heads = (
+            PatchSampleMLP([self.generator.stage_channels[layer] for layer in self.nce_layers], nce_mlp_dim)
+            if self.nce_layers
+            else None
+        )
+        self.anomaly_map_generator = AnomalyMapGenerator(channel_reduction=channel_reduction, sigma=sigma)
+
+    def residual(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruction ``[B, C, H, W]`` and per-channel absolute residual ``|x - G(x)|`` ``[B, C, H, W]``."""
+        reconstruction = self.generator(images)
+        return reconstruction, (images - reconstruction).abs()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | InferenceBatch:
+        """Reconstruct images in training mode; score them in eval mode.
+
+        Args:
+            images (torch.Tensor): ``[B, C, H, W]`` images in ``[0, 1]``.
+
+        Returns:
+            Training: the reconstruction ``[B, C, H, W]``. Eval: ``InferenceBatch`` with ``anomaly_map``
+            ``[B, 1, H, W]`` (smoothed residual) and ``pred_score`` ``[B]`` (its maximum).
+        """
+        if self.training:
+            return self.generator(images)
+        _, residual = self.residual(images)
+        anomaly_map = self.anomaly_map_generator(residual)
+        return InferenceBatch(pred_score=anomaly_map.amax(dim=(1, 2, 3)), anomaly_map=anomaly_map)
