@@ -14,12 +14,13 @@ root from :func:`anomalib_surface.data.surface_demo.make_surface_demo`, or a use
 
 Every image gets its own transform, drawn from ``seed`` and the image's path relative to the
 category folder (so it does not depend on which other files exist): a rotation by
-``U(-max_angle, max_angle)`` degrees about the image centre, then a square-ish crop whose sides are
-``U(crop_scale, 1)`` of the image's, at a random position inside the rotated frame, resized back to
-the original size. Both are one affine warp; the ground-truth mask of an image goes through the same
-warp (nearest neighbour), so masks stay aligned. The variant is written once into a cache folder
-(``<cache_root>/<digest>/<category>``, the digest naming the settings and the source folder) with
-a manifest ``mad_rto.json`` recording every file's transform; images are stored as PNG.
+``U(-max_angle, max_angle)`` degrees about the image centre, then a crop whose sides are both
+``U(crop_scale, 1)`` of the image's (aspect ratio kept), at a random position inside the rotated
+frame, resized back to the original size. Both are one affine warp; the ground-truth mask of an
+image goes through the same warp (nearest neighbour), so masks stay aligned. The variant is written
+once into a cache folder (``<cache_root>/<category>``; by default ``cache_root`` is a user cache
+folder named after the settings and the source folder) with a manifest ``mad_rto.json`` recording
+every file's transform; images and masks are stored as PNG.
 
 Example:
     >>> from anomalib_surface.data.mad_rto import MadRto
@@ -199,7 +200,8 @@ def _images(folder: Path) -> list[Path]:
 def _find_mask(category_dir: Path, image: Path) -> Path:
     """Ground-truth mask of a defect test image (``<stem>_mask.*`` or ``<stem>.*``)."""
     folder = category_dir / "ground_truth" / image.parent.name
-    candidates = [path for path in _images(folder) if path.stem in {f"{image.stem}_mask", image.stem}] if folder.is_dir() else []
+    names = {f"{image.stem}_mask", image.stem}
+    candidates = [path for path in _images(folder) if path.stem in names] if folder.is_dir() else []
     if not candidates:
         msg = (
             f"No ground-truth mask for defect image '{image}': expected "
@@ -295,7 +297,11 @@ def _read_manifest(category_dir: Path) -> dict | None:
         return None
 
 
-def _transformed_files(source_dir: Path, settings: RtoSettings, entries: list[RtoEntry]) -> Iterator[tuple[str, torch.Tensor]]:
+def _transformed_files(
+    source_dir: Path,
+    settings: RtoSettings,
+    entries: list[RtoEntry],
+) -> Iterator[tuple[str, torch.Tensor]]:
     """``(target path, uint8 [C, H, W])`` of every transformed image and mask."""
     for entry in entries:
         transform = RtoTransform.draw(entry.image, settings)
@@ -304,7 +310,8 @@ def _transformed_files(source_dir: Path, settings: RtoSettings, entries: list[Rt
         if entry.mask is not None:
             mask = _read(source_dir / entry.mask)[:1]
             if mask.shape[-2:] != image.shape[-2:]:
-                msg = f"Mask '{source_dir / entry.mask}' is {tuple(mask.shape[-2:])}, its image {tuple(image.shape[-2:])}."
+                size, image_size = tuple(mask.shape[-2:]), tuple(image.shape[-2:])
+                msg = f"Mask '{source_dir / entry.mask}' is {size} but its image '{entry.image}' is {image_size}."
                 raise ValueError(msg)
             yield entry.target_mask, transform.apply(mask, "nearest", settings.padding_mode)
 

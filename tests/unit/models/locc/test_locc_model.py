@@ -1,0 +1,219 @@
+"""Locc model: options, phases, centre computation across ranks, outputs, and an Engine run."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from types import SimpleNamespace
+
+import anomalib.models  # noqa: F401  # publish plugins first so the Locc package is never half-imported
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+from anomalib.data import ImageBatch, InferenceBatch
+from anomalib.engine import Engine
+from anomalib.models.components import AnomalibModule
+
+from anomalib_surface.components import NonFiniteLossError
+from anomalib_surface.data import SurfaceDemo
+from anomalib_surface.data.surface_demo import make_surface_demo
+from anomalib_surface.models.locc import Locc, LoccModel, LoccPhase
+
+CONFIG = Path(__file__).parents[4] / "configs" / "model" / "locc.yaml"
+SIZE = 64
+
+
+def tiny_locc(**overrides) -> Locc:
+    kwargs = {
+        **Locc.smoke_test_init_args(),
+        "pre_processor": Locc.configure_pre_processor(image_size=(SIZE, SIZE)),
+        "evaluator": False,
+        "visualizer": False,
+        **overrides,
+    }
+    return Locc(**kwargs)
+
+
+class TwoRankStrategy:
+    """Stands in for a DDP strategy whose other rank saw ``count`` images with feature sum ``total``."""
+
+    def __init__(self, total: torch.Tensor, count: float) -> None:
+        self.other = {"sum": total, "count": torch.tensor(count)}
+
+    def reduce(self, tensor: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        assert reduce_op == "sum"
+        return tensor + (self.other["count"] if tensor.ndim == 0 else self.other["sum"])
+
+
+def test_locc_is_a_direct_anomalib_module_with_documented_defaults() -> None:
+    assert AnomalibModule in Locc.__bases__
+    defaults = {name: p.default for name, p in inspect.signature(Locc).parameters.items()}
+    assert defaults["imm_epochs"] == 500 and defaults["alm_epochs"] == 300
+    assert defaults["imm_lr"] == 2e-4 and defaults["alm_lr"] == 1e-3 and defaults["margin"] == 0.1
+    assert defaults["pre_trained"] is True
+
+
+def test_config_lists_every_option_with_its_default() -> None:
+    config = yaml.safe_load(CONFIG.read_text())["model"]
+    assert config["class_path"] == "Locc"
+    parameters = inspect.signature(Locc).parameters
+    components = {"pre_processor", "post_processor", "evaluator", "visualizer"}
+    options = {name for name in parameters if name not in components}
+    assert set(config["init_args"]) == options
+    for name, value in config["init_args"].items():
+        default = parameters[name].default
+        assert value == (list(default) if isinstance(default, tuple) else default), name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"center": "grid"}, "center"),
+        ({"defect_shape": "circle"}, "mask_shape"),
+        ({"imm_epochs": 0}, "imm_epochs"),
+        ({"alm_epochs": 0}, "alm_epochs"),
+        ({"alm_lr": 0.0}, "alm_lr"),
+        ({"feature_dim": 1000}, "feature_dim"),
+        ({"margin": 2.0}, "margin"),
+        ({"imm_channels": ()}, "imm_channels"),
+    ],
+)
+def test_invalid_options_are_rejected(overrides: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        tiny_locc(**overrides)
+
+
+def test_foreign_source_folder_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="anomaly_source_path"):
+        tiny_locc(foreign_source_path=str(tmp_path / "missing"))
+
+
+def test_phases_and_max_epochs() -> None:
+    model = tiny_locc(imm_epochs=2, alm_epochs=3)
+    assert model.trainer_arguments["max_epochs"] == 6
+    assert model.trainer_arguments["num_sanity_val_steps"] == 0
+    phases = [model.phase_of_epoch(epoch) for epoch in range(6)]
+    assert phases == [LoccPhase.ALIGN] * 2 + [LoccPhase.CENTRES] + [LoccPhase.LOCALISE] * 3
+
+    unaligned = tiny_locc(align=False, imm_epochs=0, alm_epochs=3)
+    assert unaligned.model.imm is None
+    assert unaligned.trainer_arguments["max_epochs"] == 4
+    assert [unaligned.phase_of_epoch(epoch) for epoch in range(4)] == [LoccPhase.CENTRES] + [LoccPhase.LOCALISE] * 3
+
+
+@pytest.mark.parametrize(("center", "grid"), [("map", (16, 16)), ("vector", (1, 1))])
+def test_centres_are_summed_over_all_ranks(center: str, grid: tuple[int, int]) -> None:
+    """The centres are the mean over the images of every rank: sums and counts are all-reduced."""
+    torch.manual_seed(0)
+    model = tiny_locc(center=center)
+    model.model.imm.set_template(torch.rand(3, SIZE, SIZE))
+    images = torch.rand(4, 3, SIZE, SIZE)
+    with torch.no_grad():
+        aligned, _ = model.model.align(images)
+        local = model.model.alm.reduce(model.model.alm.mixed_features(aligned))
+    other_sum, other_count = torch.randn(local.shape[1:]), 6.0
+    model.trainer = SimpleNamespace(current_epoch=1, strategy=TwoRankStrategy(other_sum, other_count))
+
+    model.on_train_epoch_start()
+    assert model.phase == LoccPhase.CENTRES
+    for half in images.split(2):
+        loss = model._accumulate_centres(half)  # noqa: SLF001
+        assert loss.item() == 0.0 and loss.requires_grad
+    model.on_train_epoch_end()
+
+    expected = (local.sum(0) + other_sum) / (len(images) + other_count)
+    if center == "vector":
+        expected = expected.mean(dim=(1, 2), keepdim=True)
+    assert model.model.alm.centres.shape == (16, *grid)
+    torch.testing.assert_close(model.model.alm.centres, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_phase_losses_train_only_their_own_module() -> None:
+    torch.manual_seed(0)
+    model = tiny_locc(defect_probability=1.0)
+    images = torch.rand(2, 3, SIZE, SIZE)
+    model.model.imm.set_template(images[0])
+
+    model._registration_loss(images).backward()  # noqa: SLF001
+    assert all(p.grad is not None for p in model.model.imm.parameters())
+    assert all(p.grad is None for p in model.model.alm.parameters())
+
+    model.zero_grad(set_to_none=True)
+    model._localisation_loss(images).backward()  # noqa: SLF001
+    assert all(p.grad is None for p in model.model.imm.parameters())
+    assert all(p.grad is not None for p in model.model.alm.mapper.parameters())
+    assert all(not p.requires_grad for p in model.model.alm.backbone.parameters())
+
+
+def test_backbone_stays_in_eval_mode() -> None:
+    model = tiny_locc()
+    model.train()
+    assert model.model.alm.mapper.training
+    assert not model.model.alm.backbone.training
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_forward_gives_maps_at_input_resolution(align: bool) -> None:
+    model = LoccModel(align=align, imm_channels=(8, 16), pre_trained=False, feature_dim=16, hidden_dim=32).eval()
+    images = torch.rand(3, 3, 48, 80)
+    if align:
+        model.imm.set_template(images[0])
+    output = model(images)
+    assert isinstance(output, InferenceBatch)
+    assert output.anomaly_map.shape == (3, 1, 48, 80)
+    assert output.pred_score.shape == (3,)
+    torch.testing.assert_close(output.pred_score, output.anomaly_map.amax(dim=(1, 2, 3)))
+
+
+def test_non_finite_loss_stops_training() -> None:
+    model = tiny_locc()
+    model.model.imm.set_template(torch.rand(3, SIZE, SIZE))
+    model.trainer = SimpleNamespace(current_epoch=0, global_step=7)
+    model.on_train_epoch_start()
+    with pytest.raises(NonFiniteLossError, match="registration_loss"):
+        model.training_step(ImageBatch(image=torch.full((2, 3, SIZE, SIZE), float("nan"))))
+
+
+def test_foreign_source_overlapping_the_test_split_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "test").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "test" / "1.png")
+    model = tiny_locc(foreign_source_path=str(tmp_path))
+    samples = pd.DataFrame({"image_path": [str(tmp_path / "test" / "1.png")]})
+    model.trainer = SimpleNamespace(datamodule=SimpleNamespace(test_data=SimpleNamespace(samples=samples)))
+    with pytest.raises(ValueError, match="overlaps the test split"):
+        model.on_train_start()
+
+
+def test_engine_trains_all_phases_and_reloads_from_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    root = make_surface_demo(
+        tmp_path / "data",
+        "brick",
+        image_size=SIZE,
+        num_train=8,
+        num_test_good=2,
+        num_test_defect_per_type=1,
+    )
+    datamodule = SurfaceDemo(root=root, category="brick", train_batch_size=4, eval_batch_size=4, num_workers=0)
+    model = tiny_locc()
+    engine = Engine(accelerator="cpu", devices=1, default_root_dir=tmp_path, logger=False, limit_val_batches=1)
+    engine.fit(model, datamodule=datamodule)
+
+    assert engine.trainer.current_epoch == 3  # align, centres, localise
+    assert model.phase == LoccPhase.LOCALISE
+    assert model.model.alm.centres.shape == (16, SIZE // 4, SIZE // 4)
+    assert model.model.alm.centres.abs().sum() > 0
+    training_images = torch.stack([datamodule.train_data[i].image for i in range(len(datamodule.train_data))])
+    template = model.model.imm.template
+    assert template.shape == (1, 3, SIZE, SIZE)
+    assert torch.isclose(training_images, template).flatten(1).all(1).any()  # one of the training images
+
+    reloaded = Locc.load_from_checkpoint(engine.trainer.checkpoint_callback.best_model_path)
+    assert reloaded.phase == LoccPhase.LOCALISE
+    images = torch.rand(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected, actual = model.eval().model(images), reloaded.eval().model(images)
+    torch.testing.assert_close(actual.anomaly_map, expected.anomaly_map)
+    torch.testing.assert_close(actual.pred_score, expected.pred_score)
