@@ -1,0 +1,266 @@
+"""Dmp: surface anomaly detection with realistic synthetic anomalies and defect-map prediction.
+
+Paper: Peng, Zheng, Zhao, Zheng, "Industrial Product Surface Anomaly Detection with Realistic Synthetic
+Anomalies Based on Defect Map Prediction", Sensors 2024, 24(1):264.
+
+Training adds realistic synthetic defects (:class:`~anomalib_surface.components.RealisticAnomalyGenerator`)
+to normal images; a reconstruction network learns to restore the clean image (L2 + SSIM + deep-feature
+consistency) and a large-kernel defect prediction network learns the defect mask from the input and its
+reconstruction (focal + smooth L1). At inference the anomaly map is the predicted defect map and the
+image score its mean-filtered maximum. The large-kernel convolutions are re-parameterised into single
+kernels before every export.
+
+Example:
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_surface.data import SurfaceDemo
+    >>> from anomalib_surface.models.dmp import Dmp
+    >>> model = Dmp(reconstruction_width=16, prediction_width=16, depth=3, max_epochs=50)
+    >>> engine = Engine()
+    >>> engine.fit(model, datamodule=SurfaceDemo(category="brick", image_size=128))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.data.transforms.utils import extract_transforms_by_type
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+from anomalib_surface.components import RealisticAnomalyGenerator, check_finite
+
+from .feature_extractor import FEATURE_EXTRACTORS, EncoderFeatures, build_feature_extractor
+from .loss import DmpLoss
+from .torch_model import DmpModel
+
+__all__ = ["Dmp"]
+
+
+class Dmp(AnomalibModule):
+    """Dmp: realistic synthetic anomalies, feature-consistent reconstruction, large-kernel defect maps.
+
+    Args:
+        anomaly_source_path: Folder of anomaly source images (e.g. DTD, or crops of real defects). ``None``
+            (default) fills synthetic defects from the training images themselves. A folder overlapping the
+            datamodule's test split is refused at fit start.
+        anomaly_probability: Fraction of training images that receive a synthetic defect.
+        opacity_range: ``(min, max)`` opacity of synthetic defects.
+        soft_edge_sigma: Width (pixels) of the soft inner edge of synthetic defects.
+        match_lighting: Strength in ``[0, 1]`` of matching a defect's brightness to the surrounding surface.
+        reconstruction_width: Channels of the reconstruction network's full-resolution stage.
+        prediction_width: Channels of the defect prediction network's full-resolution stage.
+        depth: Number of down-sampling stages of both networks (>= 2; large kernels start at stride 4).
+        kernel_size: Side of the depthwise large kernels (31; a small value such as 5 is the small-kernel
+            ablation).
+        small_kernel_size: Side of the parallel small kernels (5; ``0``: none).
+        feature_consistency: Use the deep-feature consistency term of the reconstruction loss.
+        feature_extractor: ``"copy"`` (paper: copy of the reconstruction encoder updated by parameter
+            copying), ``"gradient"`` (ablation: the copy is trained by gradients) or ``"pretrained"``
+            (frozen timm ``backbone``).
+        copy_momentum: EMA momentum of parameter copying after each optimisation step (``0``: hard copy).
+        backbone: timm backbone of the ``"pretrained"`` feature extractor.
+        pre_trained: Load ImageNet weights for that backbone.
+        l2_weight: Weight of the L2 reconstruction term (paper's lambda_1 = 1).
+        ssim_weight: Weight of the SSIM reconstruction term (paper's lambda_2 = 0.8).
+        feature_weight: Weight of the feature-consistency term (paper's lambda_3 = 0.2).
+        score_filter_size: Side (pixels) of the mean filter applied to the anomaly map before its maximum
+            is taken as the image score.
+        learning_rate: Adam learning rate.
+        lr_milestones: Epochs at which the learning rate is divided by 10, as fractions of the trainer's
+            ``max_epochs`` (paper: epochs 400 and 600 of 700).
+        max_epochs: Training epochs (paper: 700), passed to the trainer.
+        pre_processor: Pre-processor or flag for the default (resize to 256 x 256, no normalisation).
+        post_processor: Post-processor or flag for the default.
+        evaluator: Evaluator or flag for the default.
+        visualizer: Visualizer or flag for the default.
+    """
+
+    def __init__(
+        self,
+        anomaly_source_path: str | None = None,
+        anomaly_probability: float = 0.5,
+        opacity_range: tuple[float, float] = (0.2, 1.0),
+        soft_edge_sigma: float = 1.0,
+        match_lighting: float = 0.5,
+        reconstruction_width: int = 128,
+        prediction_width: int = 64,
+        depth: int = 4,
+        kernel_size: int = 31,
+        small_kernel_size: int = 5,
+        feature_consistency: bool = True,
+        feature_extractor: str = "copy",
+        copy_momentum: float = 0.99,
+        backbone: str = "resnet18",
+        pre_trained: bool = True,
+        l2_weight: float = 1.0,
+        ssim_weight: float = 0.8,
+        feature_weight: float = 0.2,
+        score_filter_size: int = 21,
+        learning_rate: float = 1e-4,
+        lr_milestones: tuple[float, ...] = (400 / 700, 600 / 700),
+        max_epochs: int = 700,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        if feature_extractor not in FEATURE_EXTRACTORS:
+            msg = f"feature_extractor must be one of {FEATURE_EXTRACTORS}, got '{feature_extractor}'."
+            raise ValueError(msg)
+        if learning_rate <= 0:
+            msg = f"learning_rate must be > 0, got {learning_rate}."
+            raise ValueError(msg)
+        if any(not 0.0 < milestone < 1.0 for milestone in lr_milestones):
+            msg = f"lr_milestones must be fractions of max_epochs in (0, 1), got {lr_milestones}."
+            raise ValueError(msg)
+        if max_epochs < 1:
+            msg = f"max_epochs must be >= 1, got {max_epochs}."
+            raise ValueError(msg)
+        self.augmenter = RealisticAnomalyGenerator(
+            anomaly_source_path=anomaly_source_path,
+            probability=anomaly_probability,
+            opacity_range=opacity_range,
+            soft_edge_sigma=soft_edge_sigma,
+            match_lighting=match_lighting,
+        )
+        self.model = DmpModel(
+            reconstruction_width=reconstruction_width,
+            prediction_width=prediction_width,
+            depth=depth,
+            kernel_size=kernel_size,
+            small_kernel_size=small_kernel_size,
+            score_filter_size=score_filter_size,
+        )
+        extractor = (
+            build_feature_extractor(
+                feature_extractor,
+                self.model.reconstruction.encoder,
+                momentum=copy_momentum,
+                backbone=backbone,
+                pre_trained=pre_trained,
+            )
+            if feature_consistency
+            else None
+        )
+        self.loss = DmpLoss(extractor, l2_weight=l2_weight, ssim_weight=ssim_weight, feature_weight=feature_weight)
+        self.learning_rate = learning_rate
+        self.lr_milestones = tuple(lr_milestones)
+        self.max_epochs = max_epochs
+
+    @classmethod
+    def smoke_test_init_args(cls) -> dict[str, Any]:
+        """Constructor arguments of a tiny, fast configuration for tests and the conformance harness."""
+        return {
+            "reconstruction_width": 4,
+            "prediction_width": 4,
+            "depth": 2,
+            "kernel_size": 31,
+            "score_filter_size": 5,
+            "pre_trained": False,
+            "max_epochs": 1,
+        }
+
+    @classmethod
+    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+        """Resize to ``image_size`` (default 256 x 256); no normalisation, the networks work on ``[0, 1]``."""
+        return PreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]))
+
+    @property
+    def learning_type(self) -> LearningType:
+        """Dmp learns from normal images only."""
+        return LearningType.ONE_CLASS
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """``max_epochs`` from the constructor, no sanity validation, no gradient clipping."""
+        return {"max_epochs": self.max_epochs, "num_sanity_val_steps": 0, "gradient_clip_val": 0}
+
+    def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[torch.optim.lr_scheduler.LRScheduler]]:
+        """Adam over the networks (and the ``"gradient"`` feature extractor), lr divided by 10 at each milestone."""
+        parameters = [p for p in (*self.model.parameters(), *self.loss.parameters()) if p.requires_grad]
+        optimizer = torch.optim.Adam(parameters, lr=self.learning_rate)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else self.max_epochs
+        milestones = sorted({max(1, round(fraction * epochs)) for fraction in self.lr_milestones})
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+        return [optimizer], [scheduler]
+
+    def on_fit_start(self) -> None:
+        """Refuse an anomaly source folder that overlaps the datamodule's test split."""
+        test_data = getattr(getattr(self.trainer, "datamodule", None), "test_data", None)
+        if self.augmenter.anomaly_source_path is not None and test_data is not None:
+            self.augmenter.check_disjoint_from(test_data.samples.image_path)
+
+    def on_train_start(self) -> None:
+        """Check the pre-processor and put the networks in training mode.
+
+        Lightning keeps the modes that modules have when ``fit`` starts; after an export or a
+        ``reparameterize()`` the networks would otherwise train in eval mode with fused kernels.
+
+        Raises:
+            ValueError: If the pre-processor normalises: reconstruction and synthesis work on ``[0, 1]`` images.
+        """
+        if self.pre_processor and extract_transforms_by_type(self.pre_processor.transform, Normalize):
+            msg = "Dmp's pre_processor must not contain Normalize: the model works on images in [0, 1]."
+            raise ValueError(msg)
+        self.model.train()
+
+    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """Synthesise defects, reconstruct, predict the defect map and compute the loss."""
+        del args, kwargs  # These variables are not used.
+        augmented, masks = self.augmenter(batch.image)
+        reconstruction, logits = self.model(augmented)
+        losses = self.loss(batch.image, reconstruction, masks, logits)
+        check_finite(losses, self.global_step)
+        terms = {f"train_{name}": value.detach() for name, value in losses.items() if name != "loss"}
+        self.log_dict(terms, on_epoch=True)
+        self.log("train_loss", losses["loss"].detach(), on_epoch=True, prog_bar=True)
+        return {"loss": losses["loss"]}
+
+    def on_train_batch_end(self, outputs: STEP_OUTPUT, batch: Batch, batch_idx: int) -> None:
+        """Parameter copying: move the frozen feature extractor towards the updated reconstruction encoder."""
+        del outputs, batch, batch_idx  # These variables are not used.
+        extractor = self.loss.feature_consistency.extractor if self.loss.feature_consistency is not None else None
+        if isinstance(extractor, EncoderFeatures) and extractor.frozen:
+            extractor.update(self.model.reconstruction.encoder)
+
+    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """Predict anomaly maps and scores of a validation batch."""
+        del args, kwargs  # These variables are not used.
+        predictions = self.model(batch.image)
+        return batch.update(**predictions._asdict())
+
+    def reparameterize(self) -> Dmp:
+        """Fuse the large-kernel branches into single kernels for inference (eval mode); returns ``self``."""
+        self.model.reparameterize()
+        return self
+
+    def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
+        """Re-parameterise, then export to PyTorch (see :meth:`ExportMixin.to_torch`)."""
+        self.reparameterize()
+        return super().to_torch(export_root, model_file_name)
+
+    def to_onnx(
+        self,
+        export_root: Path | str,
+        model_file_name: str = "model",
+        input_size: tuple[int, int] | None = None,
+        **kwargs: Any,  # noqa: ANN401 - passed to torch.onnx.export
+    ) -> Path:
+        """Re-parameterise, then export to ONNX (also used by OpenVINO export; see :meth:`ExportMixin.to_onnx`)."""
+        self.reparameterize()
+        return super().to_onnx(export_root, model_file_name, input_size, **kwargs)

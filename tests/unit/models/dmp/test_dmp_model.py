@@ -1,0 +1,210 @@
+"""Dmp: large-kernel re-parameterisation, feature extractors, losses, training and ONNX export."""
+
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from anomalib.data import InferenceBatch
+from torch import nn
+
+from anomalib_surface.components import RealisticAnomalyGenerator
+from anomalib_surface.models.dmp import Dmp, DmpModel
+from anomalib_surface.models.dmp.anomaly_map import MeanFilteredMax
+from anomalib_surface.models.dmp.feature_extractor import EncoderFeatures, PretrainedFeatures, build_feature_extractor
+from anomalib_surface.models.dmp.loss import DmpLoss
+from anomalib_surface.models.dmp.torch_model import ReconstructionEncoder, ReparamLargeKernelConv
+
+TINY = {"reconstruction_width": 4, "prediction_width": 4, "depth": 2, "score_filter_size": 5}
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def randomize_batch_norms(module: nn.Module) -> None:
+    """Give every batch norm non-trivial statistics and affine parameters, so that fusing them matters."""
+    for norm in module.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(norm.weight, 0.5, 1.5)
+            nn.init.uniform_(norm.bias, -0.5, 0.5)
+
+
+@pytest.mark.parametrize(("kernel_size", "small_kernel_size"), [(31, 5), (7, 3), (5, 0)])
+def test_reparameterized_block_equals_two_branch_block(kernel_size: int, small_kernel_size: int) -> None:
+    block = ReparamLargeKernelConv(8, kernel_size, small_kernel_size)
+    randomize_batch_norms(block)
+    block.eval()
+    features = torch.randn(2, 8, 40, 40)
+    with torch.no_grad():
+        two_branch = block(features)
+        block.reparameterize()
+        fused = block(features)
+    assert block.reparameterized
+    assert torch.allclose(fused, two_branch, atol=1e-5)
+    block.train()
+    assert not block.reparameterized, "training must fall back to the branches"
+
+
+def test_reparameterize_needs_eval_mode() -> None:
+    with pytest.raises(RuntimeError, match="eval mode"):
+        ReparamLargeKernelConv(4).reparameterize()
+
+
+def test_reparameterized_model_gives_same_predictions() -> None:
+    model = DmpModel(**TINY)
+    randomize_batch_norms(model)
+    images = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        before = model.eval()(images)
+        after = model.reparameterize()(images)
+    assert isinstance(after, InferenceBatch)
+    assert after.anomaly_map.shape == (2, 1, 48, 48)
+    assert after.pred_score.shape == (2,)
+    assert torch.allclose(after.anomaly_map, before.anomaly_map, atol=1e-5)
+    assert torch.allclose(after.pred_score, before.pred_score, atol=1e-5)
+
+
+def test_training_forward_returns_reconstruction_and_logits() -> None:
+    reconstruction, logits = DmpModel(**TINY).train()(torch.rand(2, 3, 36, 44))  # size not divisible by 4
+    assert reconstruction.shape == (2, 3, 36, 44)
+    assert logits.shape == (2, 1, 36, 44)
+
+
+def test_score_is_max_of_mean_filtered_map() -> None:
+    anomaly_map = torch.zeros(2, 1, 16, 16)
+    anomaly_map[0, 0, 8, 8] = 1.0  # a single hot pixel is averaged away ...
+    anomaly_map[1, 0, 4:7, 4:7] = 1.0  # ... a 3 x 3 region is not
+    assert torch.allclose(MeanFilteredMax(3)(anomaly_map), torch.tensor([1 / 9, 1.0]))
+
+
+def test_parameter_copy_is_an_ema_without_gradients() -> None:
+    encoder = ReconstructionEncoder(3, 4, 2)
+    extractor = EncoderFeatures(encoder, update="copy", momentum=0.75)
+    assert not extractor.training, "the parameter copy starts in eval mode (Lightning keeps modes at fit start)"
+    old = [parameter.clone() for parameter in extractor.parameters()]
+    with torch.no_grad():
+        for parameter in encoder.parameters():
+            parameter.add_(1.0)
+    extractor.update(encoder)
+    for copied, previous, source in zip(extractor.parameters(), old, encoder.parameters(), strict=True):
+        assert not copied.requires_grad
+        assert torch.allclose(copied, 0.75 * previous + 0.25 * source)
+    assert not extractor.train().training, "the parameter copy stays in eval mode"
+    assert len(extractor(torch.rand(1, 3, 16, 16))) == 2, "features of stages 1..depth"
+
+
+def test_gradient_and_pretrained_extractors() -> None:
+    encoder = ReconstructionEncoder(3, 4, 2)
+    trained = build_feature_extractor("gradient", encoder)
+    assert all(parameter.requires_grad for parameter in trained.parameters())
+    with pytest.raises(RuntimeError, match="parameter-copy"):
+        trained.update(encoder)
+    pretrained = build_feature_extractor("pretrained", encoder, backbone="resnet18", pre_trained=False)
+    assert isinstance(pretrained, PretrainedFeatures)
+    assert not any(parameter.requires_grad for parameter in pretrained.parameters())
+    assert [feature.shape[-1] for feature in pretrained(torch.rand(1, 3, 64, 64))] == [16, 8, 4]
+    with pytest.raises(ValueError, match="feature_extractor"):
+        build_feature_extractor("momentum", encoder)
+
+
+def test_loss_terms() -> None:
+    images = torch.rand(2, 3, 32, 32)
+    masks = (torch.rand(2, 1, 32, 32) > 0.9).float()
+    logits = torch.randn(2, 1, 32, 32)
+    extractor = EncoderFeatures(ReconstructionEncoder(3, 4, 2))
+    with_features = DmpLoss(extractor)(images, images.clone(), masks, logits)
+    assert with_features["l2"] == 0
+    assert with_features["ssim"].abs() < 1e-4
+    assert with_features["feature"].abs() < 1e-5, "identical images have identical features"
+    assert torch.allclose(with_features["loss"], with_features["focal"] + with_features["smooth_l1"], atol=1e-4)
+    without = DmpLoss(None)(images, torch.rand_like(images), masks, logits)
+    assert "feature" not in without
+    assert without["l2"] > 0
+
+
+@pytest.mark.parametrize("feature_extractor", ["copy", "gradient"])
+def test_loss_decreases_on_a_tiny_set(feature_extractor: str) -> None:
+    module = Dmp(**Dmp.smoke_test_init_args(), feature_extractor=feature_extractor)
+    generator = RealisticAnomalyGenerator(probability=1.0, perlin_threshold=0.3)
+    images = torch.rand(4, 3, 32, 32)
+    augmented, masks = generator(images)
+    parameters = [parameter for parameter in module.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.Adam(parameters, lr=3e-3)
+    module.train()
+    losses = []
+    for _ in range(8):
+        reconstruction, logits = module.model(augmented)
+        loss = module.loss(images, reconstruction, masks, logits)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if feature_extractor == "copy":
+            module.loss.feature_consistency.extractor.update(module.model.reconstruction.encoder)
+        losses.append(loss.item())
+    assert sum(losses[-2:]) < 0.9 * sum(losses[:2]), losses
+
+
+def test_onnx_export_uses_the_reparameterized_network(tmp_path: Path) -> None:
+    module = Dmp(**Dmp.smoke_test_init_args(), pre_processor=False, post_processor=False)
+    randomize_batch_norms(module.model)
+    images = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        reference = module.model.eval()(images)
+    onnx_path = module.to_onnx(tmp_path, input_size=(32, 32))
+    blocks = [block for block in module.model.modules() if isinstance(block, ReparamLargeKernelConv)]
+    assert blocks and all(block.reparameterized for block in blocks)
+    graph = onnx.load(str(onnx_path)).graph
+    kernels = {
+        tuple(attribute.ints)
+        for node in graph.node
+        if node.op_type == "Conv"
+        for attribute in node.attribute
+        if attribute.name == "kernel_shape"
+    }
+    assert (31, 31) in kernels
+    assert (5, 5) not in kernels, "the small branches must be fused away"
+    session = ort.InferenceSession(str(onnx_path))
+    outputs = dict(zip([output.name for output in session.get_outputs()], session.run(None, {"input": images.numpy()})))
+    assert torch.allclose(torch.from_numpy(outputs["anomaly_map"]), reference.anomaly_map, atol=1e-4)
+    assert torch.allclose(torch.from_numpy(outputs["pred_score"]), reference.pred_score, atol=1e-4)
+
+
+def test_training_starts_with_unfused_networks_in_training_mode() -> None:
+    module = Dmp(**Dmp.smoke_test_init_args())
+    module.reparameterize()  # e.g. after an export
+    module.on_train_start()
+    assert module.model.training
+    assert not any(block.reparameterized for block in module.model.modules() if isinstance(block, ReparamLargeKernelConv))
+    assert not module.loss.feature_consistency.extractor.training
+
+
+def test_trainer_arguments_and_lr_schedule() -> None:
+    module = Dmp(**{**Dmp.smoke_test_init_args(), "max_epochs": 7})
+    assert module.trainer_arguments["max_epochs"] == 7
+    module.trainer = type("Trainer", (), {"max_epochs": 700})()
+    _, (scheduler,) = module.configure_optimizers()
+    assert sorted(scheduler.milestones) == [400, 600]
+    assert scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"feature_extractor": "momentum"}, "feature_extractor"),
+        ({"kernel_size": 30}, "kernel_size"),
+        ({"small_kernel_size": 4}, "small_kernel_size"),
+        ({"score_filter_size": 4}, "score_filter_size"),
+        ({"lr_milestones": (0.5, 1.5)}, "lr_milestones"),
+        ({"copy_momentum": 1.0}, "copy_momentum"),
+        ({"depth": 0}, "depth"),
+        ({"ssim_weight": -1.0}, "ssim_weight"),
+    ],
+)
+def test_invalid_options(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Dmp(**{**Dmp.smoke_test_init_args(), **kwargs})
