@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 from anomalib.data import AnomalibDataModule
 
@@ -20,6 +21,24 @@ from .runner import Entry
 
 BACKBONE = "tf_efficientnet_lite0"
 SURFACE_DEMO_CATEGORIES = ("brick", "grass", "gravel")
+# Photographs shipped with scikit-image that are not SurfaceDemo textures: the anomaly-source folder
+# ("DTD substitute") of models that require one, such as anomalib's Draem, which would otherwise download DTD.
+ANOMALY_SOURCE_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "coins", "hubble_deep_field",
+                         "immunohistochemistry", "moon", "page", "rocket", "text", "clock", "colorwheel", "cell")
+ANOMALY_SOURCE = Path("benchmarks/output/anomaly_source")
+
+
+def anomaly_source_folder(folder: Path = ANOMALY_SOURCE) -> Path:
+    """Write :data:`ANOMALY_SOURCE_IMAGES` as PNGs into ``folder`` (once) and return it."""
+    import skimage.data
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ANOMALY_SOURCE_IMAGES:
+        path = folder / f"{name}.png"
+        if not path.is_file():
+            Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(path)
+    return folder
 
 
 def baselines(pre_trained: bool) -> list[Entry]:
@@ -31,7 +50,7 @@ def baselines(pre_trained: bool) -> list[Entry]:
             "Padim",
             {"backbone": BACKBONE, "layers": ["blocks.1", "blocks.2", "blocks.4"], "pre_trained": pre_trained, "n_features": 100},
         ),
-        Entry("Draem", "Draem", {"dtd_dir": None}),
+        Entry("Draem", "Draem", {"dtd_dir": str(anomaly_source_folder())}),
         Entry("Stfpm", "Stfpm", {"backbone": BACKBONE, "layers": ["blocks.1", "blocks.2", "blocks.4"]}),
     ]
 
