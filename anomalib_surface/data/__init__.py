@@ -2,5 +2,6 @@
 
 from .mad_rto import MadRto
 from .surface_demo import SurfaceDemo
+from .texture_folder import TextureFolder
 
-__all__ = ["MadRto", "SurfaceDemo"]
+__all__ = ["MadRto", "SurfaceDemo", "TextureFolder"]

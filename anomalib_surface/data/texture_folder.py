@@ -66,7 +66,8 @@ def _size_pair(name: str, value: int | Sequence[int] | None) -> tuple[int, int] 
     if value is None:
         return None
     pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in pair):  # noqa: PLR2004
+    valid = all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in pair)
+    if len(pair) != 2 or not valid:  # noqa: PLR2004
         msg = f"{name} must be a positive int or a pair (H, W) of them, got {value!r}."
         raise ValueError(msg)
     return pair
@@ -204,7 +205,10 @@ def make_texture_folder_samples(
     rows = []
     for pattern in patterns:
         pattern_dir = _require_folder(material_dir / pattern, f"pattern ('{pattern}')", siblings_of=material_dir)
-        rows += _train_rows(pattern_dir, "train") if split == "train" else _test_rows(pattern_dir, normal_test_from_train)
+        if split == "train":
+            rows += _train_rows(pattern_dir, "train")
+        else:
+            rows += _test_rows(pattern_dir, normal_test_from_train)
     if not rows:
         msg = f"TextureFolder: no {split} images for patterns {list(patterns)} of material '{material}' under '{root}'."
         raise ValueError(msg)
@@ -308,7 +312,10 @@ class TextureFolderDataset(AnomalibDataset):
                 else Mask(torch.zeros(image.shape[-2:], dtype=torch.uint8))
             )
         if self.augmentations is not None:
-            image, gt_mask = self.augmentations(image, gt_mask) if gt_mask is not None else (self.augmentations(image), None)
+            if gt_mask is None:
+                image = self.augmentations(image)
+            else:
+                image, gt_mask = self.augmentations(image, gt_mask)
         return ImageItem(
             image=image,
             gt_mask=gt_mask,
@@ -431,7 +438,8 @@ class TextureFolder(AnomalibDataModule):
     def _patterns(self) -> tuple[list[str], list[str]]:
         """Training and test patterns of the split mode."""
         if self.split_mode == "material":
-            material_dir = _require_folder(_require_folder(self.root, "root") / self.material, f"material ('{self.material}')", self.root)
+            root = _require_folder(self.root, "root")
+            material_dir = _require_folder(root / self.material, f"material ('{self.material}')", siblings_of=root)
             patterns = _subfolders(material_dir)
             if not patterns:
                 msg = f"TextureFolder: material folder '{material_dir}' holds no pattern folders."

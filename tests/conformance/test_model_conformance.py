@@ -25,6 +25,7 @@ from anomalib_surface.data import SurfaceDemo
 from anomalib_surface.data.surface_demo import make_surface_demo
 
 IMAGE_SIZE = 64
+DEMO_SETTINGS = {"image_size": IMAGE_SIZE, "num_train": 8, "num_test_good": 2, "num_test_defect_per_type": 1}
 ENTRY_POINTS = sorted(
     (ep for ep in entry_points(group="anomalib.models") if ep.value.startswith("anomalib_surface.")),
     key=lambda ep: ep.name,
@@ -36,14 +37,7 @@ SCORE_TOLERANCE = {"rtol": 1e-3, "atol": 1e-4}
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SurfaceDemo dataset: 8 training images of 64 px, 2 good + 1 per defect type for test."""
-    return make_surface_demo(
-        tmp_path_factory.mktemp("surface_demo"),
-        categories="brick",
-        image_size=IMAGE_SIZE,
-        num_train=8,
-        num_test_good=2,
-        num_test_defect_per_type=1,
-    )
+    return make_surface_demo(tmp_path_factory.mktemp("surface_demo"), categories="brick", **DEMO_SETTINGS)
 
 
 def build_model(model_class: type[AnomalibModule]) -> AnomalibModule:
@@ -73,7 +67,14 @@ def test_model_conforms_to_anomalib(entry_point, demo_root: Path, tmp_path: Path
 
     torch.manual_seed(0)
     model = build_model(model_class)
-    datamodule = SurfaceDemo(root=demo_root, category="brick", train_batch_size=4, eval_batch_size=4, num_workers=0)
+    datamodule = SurfaceDemo(
+        root=demo_root,
+        category="brick",
+        train_batch_size=4,
+        eval_batch_size=4,
+        num_workers=0,
+        **DEMO_SETTINGS,
+    )
     engine = Engine(
         accelerator="cpu",
         devices=1,

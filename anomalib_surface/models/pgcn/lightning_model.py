@@ -1,0 +1,324 @@
+"""PGCN: pattern generative and contrastive networks for texture and surface anomaly detection.
+
+The image is an ``N x N`` grid of patches. A Swin-transformer pattern generator learns (phase 1, MSE)
+to predict a patch from the two patches before it in a row, in both directions; a pseudo-Siamese
+comparator then learns (phase 2, generator frozen) whether a predicted and a real patch match and
+where they differ, from pairs whose real patch carries a synthetic anomaly or not. At test time both
+row directions are run and intersected, which removes the "spreading" of an anomaly to the patches
+predicted from it.
+
+Paper: Huang, Li, Lin, Lian, "Unsupervised Industrial Anomaly Detection via Pattern Generative and
+Contrastive Networks", arXiv 2207.09792.
+
+Example:
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_surface.data import SurfaceDemo
+    >>> from anomalib_surface.models.pgcn import Pgcn
+    >>> model = Pgcn(generator_epochs=50, comparator_epochs=25)
+    >>> Engine().fit(model, datamodule=SurfaceDemo(image_size=224))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.data.transforms.utils import extract_transforms_by_type
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+from anomalib_surface.components import SyntheticAnomalyGenerator, check_finite
+from anomalib_surface.metrics import pixel_segmentation_metrics
+
+from .loss import ComparatorLoss
+from .patches import sample_triplets
+from .torch_model import PgcnModel
+
+__all__ = ["Pgcn"]
+
+DEFAULT_IMAGE_SIZE = (224, 224)
+"""224 / N=4 = 56 px patches: token grids 56, 28, 14, 7 fit Swin's 7x7 windows exactly (256 would not)."""
+GENERATOR_PHASE = 1
+COMPARATOR_PHASE = 2
+
+
+def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` from an int or a pair."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(side, int) and side > 0 for side in size):  # noqa: PLR2004
+        msg = f"image_size must be a positive int or a pair (H, W) of them, got {image_size!r}."
+        raise ValueError(msg)
+    return size
+
+
+def _check_positive(name: str, value: float, minimum: float = 1) -> None:
+    if isinstance(value, bool) or value < minimum:
+        msg = f"{name} must be >= {minimum}, got {value!r}."
+        raise ValueError(msg)
+
+
+class Pgcn(AnomalibModule):
+    """PGCN: Swin pattern generator + pseudo-Siamese comparator, bidirectional inference.
+
+    Training runs two phases in one ``fit``: ``generator_epochs`` epochs of generator training (MSE on
+    random strips of three adjacent patches, both directions), then ``comparator_epochs`` epochs of
+    comparator training with the generator frozen (mask BCE + similarity hinge, see
+    :mod:`~anomalib_surface.models.pgcn.loss`). The current phase is the ``training_phase`` buffer (saved in
+    checkpoints) and follows the epoch, so a resumed run continues in the right phase.
+
+    The model is built for one input size (Swin attention windows depend on it): ``image_size``, or the
+    pre-processor's resize when ``image_size`` is ``None``; the resolved size is saved in the
+    hyper-parameters, so ``Pgcn.load_from_checkpoint`` rebuilds the same model.
+
+    Args:
+        image_size (int | Sequence[int] | None): Input size ``(H, W)`` after pre-processing. ``None`` takes the
+            pre-processor's resize, or 224x224 for the default pre-processor. ``image_size / grid_size`` must suit
+            the Swin stages (see :func:`~anomalib_surface.models.pgcn.torch_model.validate_patch_grid`; the error
+            lists the nearest valid sizes). Defaults to ``None``.
+        grid_size (int): Patches per row and column ``N`` (>= 3; 7 suits large patterns; the intersection of
+            both directions only acts on columns ``2 .. N-3``). Defaults to ``4``.
+        patch_size (int): Pixel squares per Swin token. Defaults to ``1``.
+        embed_dim (int): Width ``C`` of the first Swin stage (doubled per stage). Defaults to ``24``.
+        depths (Sequence[int]): Swin blocks per stage. Defaults to ``(2, 2, 6, 2)``.
+        num_heads (Sequence[int]): Attention heads per stage. Defaults to ``(3, 6, 12, 24)``.
+        window_size (int): Swin attention window. Defaults to ``7``.
+        mlp_ratio (float): Hidden width of the MLPs relative to their input. Defaults to ``4.0``.
+        comparator_width (int): Channels of the comparator's first conv block. Defaults to ``16``.
+        comparator_hidden (int): Units of the comparator's first fully connected layer. Defaults to ``128``.
+        bidirectional (bool): Intersect the left-to-right and right-to-left results (paper); ``False`` keeps
+            left to right only. Defaults to ``True``.
+        generator_epochs (int): Epochs of phase 1. Defaults to ``100``.
+        comparator_epochs (int): Epochs of phase 2. Defaults to ``50``.
+        generator_lr (float): Adam learning rate of the generator. Defaults to ``1e-4``.
+        comparator_lr (float): Adam learning rate of the comparator. Defaults to ``1e-4``.
+        triplets_per_image (int): Random three-patch strips drawn per training image and step. Defaults to ``8``.
+        mask_loss_weight (float): Weight of the comparator's mask term. Defaults to ``1.0``.
+        anomaly_source_path (str | Path | None): Folder of images filling the synthetic anomalies of phase 2
+            (e.g. DTD); ``None`` fills them from other training images. Defaults to ``None``.
+        anomaly_probability (float): Fraction of training images given a synthetic anomaly in phase 2.
+            Defaults to ``0.75``.
+        pre_processor (PreProcessor | bool): Pre-processor; ``True`` resizes to ``image_size`` without
+            normalisation (images stay in ``[0, 1]``). Defaults to ``True``.
+        post_processor (PostProcessor | bool): Post-processor, e.g.
+            :class:`~anomalib_surface.post_processing.bidirectional.BidirectionalIntersection`. Defaults to ``True``.
+        evaluator (Evaluator | bool): Evaluator. Defaults to ``True``.
+        visualizer (Visualizer | bool): Visualizer. Defaults to ``True``.
+    """
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int] | None = None,
+        grid_size: int = 4,
+        patch_size: int = 1,
+        embed_dim: int = 24,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        comparator_width: int = 16,
+        comparator_hidden: int = 128,
+        bidirectional: bool = True,
+        generator_epochs: int = 100,
+        comparator_epochs: int = 50,
+        generator_lr: float = 1e-4,
+        comparator_lr: float = 1e-4,
+        triplets_per_image: int = 8,
+        mask_loss_weight: float = 1.0,
+        anomaly_source_path: str | Path | None = None,
+        anomaly_probability: float = 0.75,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        size = _as_size(image_size) if image_size is not None else None
+        if pre_processor is True:
+            pre_processor = self.configure_pre_processor(size)
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.image_size = self._resolve_image_size(size)
+        self.hparams["image_size"] = self.image_size
+        for name, value in (
+            ("generator_epochs", generator_epochs),
+            ("comparator_epochs", comparator_epochs),
+            ("triplets_per_image", triplets_per_image),
+            ("patch_size", patch_size),
+            ("window_size", window_size),
+            ("comparator_width", comparator_width),
+            ("comparator_hidden", comparator_hidden),
+        ):
+            _check_positive(name, value)
+        _check_positive("mask_loss_weight", mask_loss_weight, minimum=0)
+        self.model = PgcnModel(
+            image_size=self.image_size,
+            grid_size=grid_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depths=tuple(depths),
+            num_heads=tuple(num_heads),
+            window_size=window_size,
+            mlp_ratio=mlp_ratio,
+            comparator_width=comparator_width,
+            comparator_hidden=comparator_hidden,
+            bidirectional=bidirectional,
+        )
+        self.loss = ComparatorLoss(mask_weight=mask_loss_weight)
+        self.augmenter = SyntheticAnomalyGenerator(
+            anomaly_source_path=anomaly_source_path,
+            probability=anomaly_probability,
+        )
+        self.generator_epochs = generator_epochs
+        self.comparator_epochs = comparator_epochs
+        self.generator_lr = generator_lr
+        self.comparator_lr = comparator_lr
+        self.triplets_per_image = triplets_per_image
+        self.register_buffer("training_phase", torch.tensor(GENERATOR_PHASE))
+        self.training_phase: torch.Tensor
+
+    def _resolve_image_size(self, size: tuple[int, int] | None) -> tuple[int, int]:
+        """The model's input size: ``image_size`` if given, else the pre-processor's; both must agree."""
+        processed = tuple(self.input_size) if self.input_size is not None else None
+        if size is not None and processed is not None and size != processed:
+            msg = f"image_size {size} differs from the pre-processor's output size {processed}; make them equal."
+            raise ValueError(msg)
+        if size is None and processed is None:
+            msg = "Pgcn needs a fixed input size: pass image_size or a pre-processor that resizes."
+            raise ValueError(msg)
+        return size or processed
+
+    @classmethod
+    def smoke_test_init_args(cls) -> dict[str, Any]:
+        """A tiny configuration for 64x64 images (16-px patches, one Swin block per stage, 1 epoch per phase)."""
+        return {
+            "image_size": (64, 64),
+            "grid_size": 4,
+            "patch_size": 2,
+            "embed_dim": 8,
+            "depths": (1, 1, 1, 1),
+            "num_heads": (1, 1, 2, 2),
+            "window_size": 4,
+            "comparator_width": 4,
+            "comparator_hidden": 16,
+            "generator_epochs": 1,
+            "comparator_epochs": 1,
+            "triplets_per_image": 2,
+        }
+
+    @classmethod
+    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+        """Resize to ``image_size`` (default 224x224); no normalisation, images stay in ``[0, 1]``."""
+        return PreProcessor(transform=Compose([Resize(image_size or DEFAULT_IMAGE_SIZE, antialias=True)]))
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """anomalib's default image/pixel AUROC and F1, plus pixel precision, recall, accuracy, F1 and IoU."""
+        defaults = AnomalibModule.configure_evaluator()
+        return Evaluator(test_metrics=[*defaults.test_metrics, *pixel_segmentation_metrics()])
+
+    @property
+    def phase(self) -> int:
+        """Current training phase: 1 (generator) or 2 (comparator)."""
+        return int(self.training_phase)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """One Adam with a generator and a comparator parameter group.
+
+        Each phase's loss only reaches its own network (the generator is frozen in phase 2), so Adam
+        updates only the parameters that received gradients.
+        """
+        return torch.optim.Adam([
+            {"params": self.model.generator.parameters(), "lr": self.generator_lr},
+            {"params": self.model.comparator.parameters(), "lr": self.comparator_lr},
+        ])
+
+    def on_train_start(self) -> None:
+        """Refuse normalising pre-processors and synthetic-anomaly sources that overlap the test split."""
+        transform = getattr(self.pre_processor, "transform", None)
+        if transform is not None and extract_transforms_by_type(transform, Normalize):
+            msg = "Pgcn generates patches in [0, 1]: its pre_processor must not contain Normalize."
+            raise ValueError(msg)
+        test_data = getattr(getattr(self.trainer, "datamodule", None), "test_data", None)
+        samples = getattr(test_data, "samples", None)
+        if samples is not None:
+            self.augmenter.check_disjoint_from(samples.image_path)
+
+    def on_train_epoch_start(self) -> None:
+        """Enter the phase of the current epoch: only that phase's network trains (the other is frozen)."""
+        phase = GENERATOR_PHASE if self.current_epoch < self.generator_epochs else COMPARATOR_PHASE
+        self.training_phase.fill_(phase)
+        self.model.generator.requires_grad_(phase == GENERATOR_PHASE)
+        self.model.comparator.requires_grad_(phase == COMPARATOR_PHASE)
+
+    def generator_step(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Phase 1: MSE of the generator on random three-patch strips of ``[B, 3, H, W]`` images."""
+        strips = sample_triplets(images, self.model.patch_hw, self.triplets_per_image)
+        generated = self.model.generator(strips[:, 0], strips[:, 1])
+        return {"generator_mse": F.mse_loss(generated, strips[:, 2])}
+
+    def comparator_step(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Phase 2: comparator loss on strips whose last patch may carry a synthetic anomaly.
+
+        The first two patches of a strip come from the clean image and feed the frozen generator; the
+        third comes from the same image with synthetic anomalies, whose mask gives the targets.
+        """
+        channels = images.shape[1]
+        augmented, masks = self.augmenter(images)
+        stacked = torch.cat([images, augmented, masks], dim=1)
+        strips = sample_triplets(stacked, self.model.patch_hw, self.triplets_per_image)
+        with torch.no_grad():
+            generated = self.model.generator(strips[:, 0, :channels], strips[:, 1, :channels])
+        real, real_masks = strips[:, 2, channels : 2 * channels], strips[:, 2, 2 * channels :]
+        terms = self.loss(*self.model.comparator(generated, real), real_masks)
+        return {
+            "comparator_loss": terms["loss"],
+            "comparator_mask_bce": terms["mask"],
+            "comparator_hinge": terms["hinge"],
+        }
+
+    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """One step of the current phase.
+
+        Raises:
+            NonFiniteLossError: If a loss term is NaN or infinite (names the term and the step).
+        """
+        del args, kwargs  # These variables are not used.
+        if self.phase == GENERATOR_PHASE:
+            terms = self.generator_step(batch.image)
+            loss = terms["generator_mse"]
+        else:
+            terms = self.comparator_step(batch.image)
+            loss = terms["comparator_loss"]
+        check_finite(terms, self.global_step)
+        self.log_dict({f"train_{name}": value.detach() for name, value in terms.items()}, on_epoch=True, prog_bar=True)
+        self.log("train_phase", float(self.phase), on_epoch=True)
+        return {"loss": loss}
+
+    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """Scores and anomaly maps of the validation batch."""
+        del args, kwargs  # These variables are not used.
+        predictions = self.model(batch.image)
+        return batch.update(**predictions._asdict())
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Both phases in one fit (``max_epochs`` = their sum); no sanity validation."""
+        return {"max_epochs": self.generator_epochs + self.comparator_epochs, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """PGCN trains on normal images only (one-class)."""
+        return LearningType.ONE_CLASS

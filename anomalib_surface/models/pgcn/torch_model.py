@@ -1,0 +1,452 @@
+"""PyTorch model of PGCN: a Swin-transformer pattern generator and a pseudo-Siamese comparator.
+
+Paper: Huang, Li, Lin, Lian, "Unsupervised Industrial Anomaly Detection via Pattern Generative and
+Contrastive Networks", arXiv 2207.09792.
+
+The image is an ``N x N`` grid of patches. :class:`PatternGenerator` predicts a patch from the two
+patches before it in a row; :class:`PatternComparator` says whether the prediction and the real patch
+match (a probability) and where they differ (a mask at a quarter of the patch size).
+:class:`PgcnModel` runs both in the two row directions and intersects the results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from anomalib.data import InferenceBatch
+from timm.layers import Mlp, PatchEmbed
+from timm.models.swin_transformer import SwinTransformerStage
+from torch import nn
+
+from anomalib_surface.post_processing.bidirectional import intersect_predictions
+
+from .anomaly_map import complete_directions, patch_masks_to_map
+from .patches import directional_triplets, split_patches
+
+__all__ = [
+    "PatchExpand",
+    "PatternComparator",
+    "PatternGenerator",
+    "PgcnModel",
+    "SwinDecoder",
+    "SwinEncoder",
+    "validate_patch_grid",
+    "validate_swin_options",
+]
+
+COMPARATOR_DOWNSAMPLING = 4
+"""The comparator's two max-pools: its features and difference mask are at 1/4 of the patch size."""
+
+
+def _valid_side(side: int, patch_size: int, window_size: int, num_stages: int) -> bool:
+    """Whether a patch side (pixels) gives exact token grids that fit the windows at every stage."""
+    unit = math.lcm(patch_size * 2 ** (num_stages - 1), COMPARATOR_DOWNSAMPLING)
+    if side % unit:
+        return False
+    tokens = side // patch_size
+    return all(tokens >> s <= window_size or (tokens >> s) % window_size == 0 for s in range(num_stages))
+
+
+def validate_patch_grid(
+    image_size: tuple[int, int],
+    grid_size: int,
+    patch_size: int,
+    window_size: int,
+    num_stages: int,
+) -> tuple[int, int]:
+    """Check that ``image_size / grid_size`` patches suit the Swin stages and the comparator.
+
+    A patch side ``p = image side / N`` is valid when it is a multiple of ``patch_size * 2**(stages - 1)``
+    (exact patch merging) and of 4 (the comparator's two pools), and every stage's token grid
+    ``p / patch_size / 2**s`` is at most ``window_size`` or a multiple of it (whole windows, no padding).
+    With the defaults (``patch_size=1``, ``window_size=7``, four stages) ``p = 56`` (``image_size=224``
+    at ``N=4``) is valid; ``p = patch_size * window_size * 2**(stages - 1)`` always is.
+
+    Returns:
+        The patch size ``(h, w)`` in pixels.
+
+    Raises:
+        ValueError: Naming ``image_size`` and ``N``, the rule and the nearest valid image sizes.
+    """
+    patch = []
+    for side in image_size:
+        if side % grid_size == 0 and _valid_side(side // grid_size, patch_size, window_size, num_stages):
+            patch.append(side // grid_size)
+            continue
+        target = max(side // grid_size, 1)
+        candidates = [p for p in range(1, 4 * target + 1) if _valid_side(p, patch_size, window_size, num_stages)]
+        nearest = sorted(sorted(candidates, key=lambda p: abs(p - target))[:2])
+        suggestion = (
+            f"Nearest valid image sides for N={grid_size}: {[p * grid_size for p in nearest]}."
+            if nearest
+            else "Change patch_size, window_size or the number of stages."
+        )
+        msg = (
+            f"image_size {tuple(image_size)} with grid_size N={grid_size} gives patches of side {side / grid_size:g} "
+            f"px, which the Swin generator cannot use (patch_size={patch_size}, window_size={window_size}, "
+            f"{num_stages} stages): a patch side must be a multiple of patch_size * 2**(stages - 1) and of 4, and "
+            f"every stage's token grid (side / patch_size / 2**stage) must be at most window_size or a multiple of "
+            f"it. {suggestion}"
+        )
+        raise ValueError(msg)
+    return patch[0], patch[1]
+
+
+def validate_swin_options(grid_size: int, embed_dim: int, depths: Sequence[int], num_heads: Sequence[int]) -> None:
+    """Check the grid and Swin options that :func:`validate_patch_grid` does not cover.
+
+    Raises:
+        ValueError: If ``grid_size < 3``, ``depths`` and ``num_heads`` differ in length or hold
+            non-positive values, or a stage width ``embed_dim * 2**s`` is not divisible by its heads.
+    """
+    if grid_size < 3:  # noqa: PLR2004
+        msg = f"grid_size must be at least 3 (a patch is predicted from two neighbours), got {grid_size}."
+        raise ValueError(msg)
+    if not depths or len(depths) != len(num_heads):
+        msg = f"depths and num_heads need one entry per stage, got depths={list(depths)}, num_heads={list(num_heads)}."
+        raise ValueError(msg)
+    if min(depths) < 1 or min(num_heads) < 1 or embed_dim < 1:
+        msg = f"embed_dim, depths and num_heads must be positive, got {embed_dim}, {list(depths)}, {list(num_heads)}."
+        raise ValueError(msg)
+    for stage, heads in enumerate(num_heads):
+        if (embed_dim * 2**stage) % heads:
+            width = embed_dim * 2**stage
+            msg = f"Stage {stage} width embed_dim * 2**{stage} = {width} is not divisible by {heads} heads."
+            raise ValueError(msg)
+
+
+class PatchExpand(nn.Module):
+    """Swin-Unet patch expanding: double the resolution and halve the channels, ``[B, h, w, C] -> [B, 2h, 2w, C/2]``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.expand = nn.Linear(dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(dim // 2)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Expand ``[B, h, w, C]`` NHWC features."""
+        expanded = F.pixel_shuffle(self.expand(features).permute(0, 3, 1, 2), 2)
+        return self.norm(expanded.permute(0, 2, 3, 1))
+
+
+def _stage_dims(embed_dim: int, num_stages: int) -> list[int]:
+    return [embed_dim * 2**stage for stage in range(num_stages)]
+
+
+class SwinEncoder(nn.Module):
+    """Patch embedding and Swin stages (timm blocks); returns the NHWC features of every stage.
+
+    Args:
+        patch_hw: Input patch ``(h, w)`` in pixels.
+        patch_size: Side of the pixel squares embedded as tokens.
+        embed_dim: Channels ``C`` of the first stage; stage ``s`` has ``C * 2**s``.
+        depths: Swin blocks per stage.
+        num_heads: Attention heads per stage.
+        window_size: Attention window side (clamped by timm to smaller token grids).
+        mlp_ratio: Hidden size of the blocks' MLPs relative to their width.
+        in_chans: Image channels.
+    """
+
+    def __init__(
+        self,
+        patch_hw: tuple[int, int],
+        patch_size: int,
+        embed_dim: int,
+        depths: Sequence[int],
+        num_heads: Sequence[int],
+        window_size: int,
+        mlp_ratio: float,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        self.patch_embed = PatchEmbed(
+            img_size=patch_hw,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            norm_layer=nn.LayerNorm,
+            output_fmt="NHWC",
+        )
+        dims = _stage_dims(embed_dim, len(depths))
+        resolution = self.patch_embed.grid_size
+        stages = []
+        for stage, (depth, heads) in enumerate(zip(depths, num_heads, strict=True)):
+            stages.append(
+                SwinTransformerStage(
+                    dim=dims[max(stage - 1, 0)],
+                    out_dim=dims[stage],
+                    input_resolution=resolution,
+                    depth=depth,
+                    downsample=stage > 0,
+                    num_heads=heads,
+                    window_size=window_size,
+                    mlp_ratio=mlp_ratio,
+                ),
+            )
+            resolution = stages[-1].output_resolution
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, patches: torch.Tensor) -> list[torch.Tensor]:
+        """``[M, C_in, h, w]`` patches -> per-stage features ``[M, h_s, w_s, C_s]``, shallowest first."""
+        features = self.patch_embed(patches)
+        outputs = []
+        for stage in self.stages:
+            features = stage(features)
+            outputs.append(features)
+        return outputs
+
+
+class SwinDecoder(nn.Module):
+    """Decoder of the two encoders' features, deepest stage first.
+
+    The deepest stage concatenates the two encoders' deepest features and projects them linearly to
+    its width; every shallower stage takes the sum of both encoders' features at its resolution and
+    the patch-expanded output of the stage below. Each stage then runs Swin blocks.
+
+    Args:
+        token_grid: Token grid ``(h, w)`` of the first encoder stage.
+        embed_dim, depths, num_heads, window_size, mlp_ratio: As for :class:`SwinEncoder`.
+    """
+
+    def __init__(
+        self,
+        token_grid: tuple[int, int],
+        embed_dim: int,
+        depths: Sequence[int],
+        num_heads: Sequence[int],
+        window_size: int,
+        mlp_ratio: float,
+    ) -> None:
+        super().__init__()
+        dims = _stage_dims(embed_dim, len(depths))
+        self.bottom_projection = nn.Linear(2 * dims[-1], dims[-1])
+        self.stages = nn.ModuleList(
+            SwinTransformerStage(
+                dim=dims[stage],
+                out_dim=dims[stage],
+                input_resolution=(token_grid[0] >> stage, token_grid[1] >> stage),
+                depth=depth,
+                downsample=False,
+                num_heads=heads,
+                window_size=window_size,
+                mlp_ratio=mlp_ratio,
+            )
+            for stage, (depth, heads) in enumerate(zip(depths, num_heads, strict=True))
+        )
+        self.expands = nn.ModuleList(PatchExpand(dims[stage + 1]) for stage in range(len(depths) - 1))
+
+    def forward(self, far: list[torch.Tensor], near: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Decode per-stage encoder features (shallowest first) into per-stage outputs, deepest first."""
+        decoded = self.stages[-1](self.bottom_projection(torch.cat([far[-1], near[-1]], dim=-1)))
+        outputs = [decoded]
+        for stage in reversed(range(len(self.stages) - 1)):
+            decoded = self.stages[stage](far[stage] + near[stage] + self.expands[stage](decoded))
+            outputs.append(decoded)
+        return outputs
+
+
+class PatternGenerator(nn.Module):
+    """Predict a patch from the two patches before it: two Swin encoders, a Swin decoder and two MLPs.
+
+    The ``far`` (two steps away) and ``near`` (adjacent) patches each have their own encoder. An MLP
+    fuses the decoder outputs of all stages (projected to ``embed_dim`` and upsampled to the first
+    token grid); another MLP maps every token to its ``patch_size x patch_size`` pixels (sigmoid, so
+    predictions are images in ``[0, 1]``).
+
+    Args:
+        patch_hw: Patch ``(h, w)`` in pixels (valid for :func:`validate_patch_grid`).
+        patch_size, embed_dim, depths, num_heads, window_size, mlp_ratio: Swin settings, see
+            :class:`SwinEncoder`.
+        in_chans: Image channels.
+    """
+
+    def __init__(
+        self,
+        patch_hw: tuple[int, int],
+        patch_size: int,
+        embed_dim: int,
+        depths: Sequence[int],
+        num_heads: Sequence[int],
+        window_size: int,
+        mlp_ratio: float,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        swin = {
+            "embed_dim": embed_dim,
+            "depths": depths,
+            "num_heads": num_heads,
+            "window_size": window_size,
+            "mlp_ratio": mlp_ratio,
+        }
+        self.patch_size = patch_size
+        self.far_encoder = SwinEncoder(patch_hw, patch_size, in_chans=in_chans, **swin)
+        self.near_encoder = SwinEncoder(patch_hw, patch_size, in_chans=in_chans, **swin)
+        self.token_grid = tuple(self.far_encoder.patch_embed.grid_size)
+        self.decoder = SwinDecoder(self.token_grid, **swin)
+        self.stage_projections = nn.ModuleList(
+            nn.Linear(dim, embed_dim) for dim in reversed(_stage_dims(embed_dim, len(depths)))
+        )
+        self.fusion = Mlp(len(depths) * embed_dim, int(mlp_ratio * embed_dim), embed_dim)
+        self.head = Mlp(embed_dim, int(mlp_ratio * embed_dim), in_chans * patch_size**2)
+
+    def forward(self, far: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+        """Predict the next patch ``[M, C, h, w]`` from ``far`` and ``near`` patches ``[M, C, h, w]``."""
+        decoded = self.decoder(self.far_encoder(far), self.near_encoder(near))
+        upsampled = [
+            F.interpolate(projection(features).permute(0, 3, 1, 2), size=self.token_grid, mode="bilinear")
+            for projection, features in zip(self.stage_projections, decoded, strict=True)
+        ]
+        fused = self.fusion(torch.cat(upsampled, dim=1).permute(0, 2, 3, 1))
+        pixels = self.head(fused).permute(0, 3, 1, 2)
+        return torch.sigmoid(F.pixel_shuffle(pixels, self.patch_size))
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """3x3 convolution, batch norm and ReLU (resolution kept)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class PatternComparator(nn.Module):
+    """Pseudo-Siamese CNN comparing a generated patch with the real one.
+
+    Each input has its own first two conv-BN-ReLU blocks (each followed by a 2x max-pool); the third
+    block is shared by both branches. The concatenated features feed two fully connected layers (the
+    logit of the probability that the patches match) and two conv blocks (logits of the difference
+    mask at a quarter of the patch size).
+
+    Args:
+        patch_hw: Patch ``(h, w)`` in pixels, multiples of 4.
+        width: Channels of the first block (doubled by each following block).
+        hidden: Units of the first fully connected layer.
+        in_chans: Image channels.
+    """
+
+    def __init__(self, patch_hw: tuple[int, int], width: int = 16, hidden: int = 128, in_chans: int = 3) -> None:
+        super().__init__()
+        self.generated_branch = self._branch(in_chans, width)
+        self.real_branch = self._branch(in_chans, width)
+        self.shared_block = conv_block(2 * width, 4 * width)
+        feature_hw = (patch_hw[0] // COMPARATOR_DOWNSAMPLING, patch_hw[1] // COMPARATOR_DOWNSAMPLING)
+        self.similarity_head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(8 * width * feature_hw[0] * feature_hw[1], hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, 1),
+        )
+        self.mask_head = nn.Sequential(conv_block(8 * width, 2 * width), nn.Conv2d(2 * width, 1, kernel_size=1))
+
+    @staticmethod
+    def _branch(in_chans: int, width: int) -> nn.Sequential:
+        """The unshared part of a branch: two conv blocks, each followed by a 2x max-pool."""
+        return nn.Sequential(
+            conv_block(in_chans, width),
+            nn.MaxPool2d(2),
+            conv_block(width, 2 * width),
+            nn.MaxPool2d(2),
+        )
+
+    def forward(self, generated: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compare ``[M, C, h, w]`` patch pairs.
+
+        Returns:
+            Match logits ``[M]`` and difference-mask logits ``[M, 1, h / 4, w / 4]``.
+        """
+        features = torch.cat(
+            [self.shared_block(self.generated_branch(generated)), self.shared_block(self.real_branch(real))],
+            dim=1,
+        )
+        return self.similarity_head(features).squeeze(1), self.mask_head(features)
+
+
+class PgcnModel(nn.Module):
+    """PGCN: pattern generation and comparison over an ``N x N`` patch grid, in both row directions.
+
+    Every patch with two preceding neighbours in a direction is predicted by the generator from
+    them (real patches as inputs, so each prediction is independent) and compared with the real
+    patch. The first two patches of a row going left to right (the last two going right to left)
+    take the other direction's result. A patch's anomaly score is the probability that prediction
+    and patch do not match; its map is the comparator's difference mask, upsampled to the patch.
+    With ``bidirectional=True`` scores and maps are the minimum of the two directions
+    (``C_i = LC_i ∩ RC_i``, :func:`~anomalib_surface.post_processing.bidirectional.intersect_predictions`),
+    otherwise the left-to-right ones. The image score is the maximum patch score.
+
+    Args:
+        image_size: Input ``(H, W)``; ``H / N`` and ``W / N`` must pass :func:`validate_patch_grid`.
+        grid_size: Patches per row and column ``N`` (at least 3).
+        patch_size: Pixel squares per Swin token.
+        embed_dim: Width ``C`` of the first Swin stage.
+        depths: Swin blocks per stage (encoders and decoder).
+        num_heads: Attention heads per stage.
+        window_size: Swin attention window.
+        mlp_ratio: Hidden width of the Swin and head MLPs relative to their input.
+        comparator_width: Channels of the comparator's first block.
+        comparator_hidden: Units of the comparator's first fully connected layer.
+        bidirectional: Intersect both directions in ``forward``.
+    """
+
+    def __init__(
+        self,
+        image_size: tuple[int, int],
+        grid_size: int = 4,
+        patch_size: int = 1,
+        embed_dim: int = 24,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        comparator_width: int = 16,
+        comparator_hidden: int = 128,
+        bidirectional: bool = True,
+    ) -> None:
+        super().__init__()
+        validate_swin_options(grid_size, embed_dim, depths, num_heads)
+        self.image_size = tuple(image_size)
+        self.grid_size = grid_size
+        self.patch_hw = validate_patch_grid(self.image_size, grid_size, patch_size, window_size, len(depths))
+        self.bidirectional = bidirectional
+        self.generator = PatternGenerator(
+            self.patch_hw,
+            patch_size,
+            embed_dim=embed_dim,
+            depths=depths,
+            num_heads=num_heads,
+            window_size=window_size,
+            mlp_ratio=mlp_ratio,
+        )
+        self.comparator = PatternComparator(self.patch_hw, width=comparator_width, hidden=comparator_hidden)
+
+    def forward_directional(self, images: torch.Tensor) -> tuple[InferenceBatch, InferenceBatch]:
+        """Left-to-right and right-to-left predictions of ``[B, 3, H, W]`` images in ``[0, 1]``.
+
+        Returns:
+            Two :class:`~anomalib.data.InferenceBatch` with per-patch ``pred_score`` ``[B, N, N]``
+            (mismatch probabilities) and ``anomaly_map`` ``[B, 1, H, W]``.
+        """
+        if tuple(images.shape[-2:]) != self.image_size:
+            msg = f"PGCN was built for {self.image_size} images, got {tuple(images.shape[-2:])}."
+            raise ValueError(msg)
+        far, near, target = directional_triplets(split_patches(images, self.grid_size))
+        layout = far.shape[:4]
+        generated = self.generator(far.flatten(0, 3), near.flatten(0, 3))
+        match_logits, mask_logits = self.comparator(generated, target.flatten(0, 3))
+        scores = complete_directions(torch.sigmoid(-match_logits).reshape(layout))
+        masks = complete_directions(torch.sigmoid(mask_logits).reshape(*layout, *mask_logits.shape[1:]))
+        return tuple(
+            InferenceBatch(pred_score=score, anomaly_map=patch_masks_to_map(mask, self.patch_hw))
+            for score, mask in zip(scores, masks, strict=True)
+        )
+
+    def forward(self, images: torch.Tensor) -> InferenceBatch:
+        """Image scores ``[B]`` and anomaly maps ``[B, 1, H, W]`` of ``[B, 3, H, W]`` images in ``[0, 1]``."""
+        left, right = self.forward_directional(images)
+        if self.bidirectional:
+            return intersect_predictions(left, right)
+        return InferenceBatch(pred_score=left.pred_score.flatten(1).amax(dim=1), anomaly_map=left.anomaly_map)
