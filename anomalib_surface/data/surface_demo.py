@@ -69,6 +69,8 @@ from skimage import data as skimage_data
 from skimage.transform import resize
 from torchvision.transforms.v2 import Transform
 
+from anomalib_surface.components.checks import require_int
+
 __all__ = [
     "CATEGORIES",
     "DEFECT_TYPES",
@@ -128,7 +130,7 @@ class SurfaceDemoSettings:
     def __post_init__(self) -> None:
         minimums = {"image_size": MIN_IMAGE_SIZE, "generation_seed": 0}
         for field in dataclasses.fields(self):
-            value = _check_int(field.name, getattr(self, field.name), minimums.get(field.name, 1))
+            value = require_int(field.name, getattr(self, field.name), minimums.get(field.name, 1))
             # Stored as plain ints so that the manifest is JSON even when numpy integers are passed.
             object.__setattr__(self, field.name, value)
 
@@ -169,13 +171,6 @@ class SurfaceSample:
     image: np.ndarray
     clean: np.ndarray
     mask: np.ndarray | None
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        msg = f"{name} must be an integer >= {minimum}, got {value!r}"
-        raise ValueError(msg)
-    return int(value)
 
 
 def _check_category(category: object) -> str:

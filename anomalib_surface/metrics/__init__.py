@@ -6,6 +6,7 @@ from .segmentation import (
     PixelIoU,
     PixelPrecision,
     PixelRecall,
+    evaluator_with_pixel_segmentation,
     pixel_segmentation_metrics,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "PixelIoU",
     "PixelPrecision",
     "PixelRecall",
+    "evaluator_with_pixel_segmentation",
     "pixel_segmentation_metrics",
 ]

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from anomalib.metrics import AnomalibMetric
+from anomalib.metrics import AnomalibMetric, Evaluator
+from anomalib.models.components import AnomalibModule
 from torchmetrics import Metric
 from torchmetrics.classification import (
     BinaryAccuracy,
@@ -107,3 +108,9 @@ def pixel_segmentation_metrics(prefix: str = "pixel_", **kwargs) -> list[Anomali
         metric_cls(prefix=prefix, **kwargs)
         for metric_cls in (PixelPrecision, PixelRecall, PixelAccuracy, PixelF1, PixelIoU)
     ]
+
+
+def evaluator_with_pixel_segmentation() -> Evaluator:
+    """anomalib's default evaluator (image/pixel AUROC and F1) plus :func:`pixel_segmentation_metrics` on test."""
+    defaults = AnomalibModule.configure_evaluator()
+    return Evaluator(test_metrics=[*defaults.test_metrics, *pixel_segmentation_metrics()])

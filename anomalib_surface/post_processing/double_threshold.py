@@ -25,6 +25,8 @@ from anomalib.data import Batch, InferenceBatch
 from anomalib.post_processing import PostProcessor
 from kornia.morphology import closing, opening
 
+from anomalib_surface.components.checks import is_traced, require_int
+
 __all__ = [
     "DoubleThresholdMorphology",
     "component_sum",
@@ -53,11 +55,6 @@ def structuring_element(size: int, shape: str, device: torch.device | None = Non
     raise ValueError(msg)
 
 
-def _is_traced() -> bool:
-    """Whether the code is being captured into a graph (torch.export / ONNX / compile / jit trace)."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
-
-
 def label_components(mask: torch.Tensor, num_iterations: int) -> torch.Tensor:
     """Label the 8-connected components of a binary mask.
 
@@ -82,7 +79,7 @@ def label_components(mask: torch.Tensor, num_iterations: int) -> torch.Tensor:
     for _ in range(num_iterations):
         spread = F.max_pool2d(labels.view(num, 1, height, width), 3, stride=1, padding=1).flatten(1) * foreground
         jumped = spread.gather(1, (spread.long() - 1).clamp(min=0)) * foreground
-        if not _is_traced() and torch.equal(jumped, labels):
+        if not is_traced() and torch.equal(jumped, labels):
             break
         labels = jumped
     return labels.long()
@@ -132,12 +129,6 @@ def remove_small_components(mask: torch.Tensor, min_area: int, num_iterations: i
 def _validate_factors(low_factor: float, high_factor: float) -> None:
     if not 0 <= low_factor <= high_factor:
         msg = f"Expected 0 <= low_factor <= high_factor, got low_factor={low_factor}, high_factor={high_factor}."
-        raise ValueError(msg)
-
-
-def _validate_positive_int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        msg = f"{name} must be an integer >= {minimum}, got {value!r}."
         raise ValueError(msg)
 
 
@@ -207,7 +198,7 @@ class DoubleThresholdMorphology(PostProcessor):
         super().__init__(**kwargs)
         operations = (operations,) if isinstance(operations, str) else tuple(operations)
         _validate_factors(low_factor, high_factor)
-        _validate_positive_int("kernel_size", kernel_size, minimum=1)
+        require_int("kernel_size", kernel_size, minimum=1)
         if kernel_size % 2 == 0:
             msg = f"kernel_size must be odd, got {kernel_size}."
             raise ValueError(msg)
@@ -218,8 +209,8 @@ class DoubleThresholdMorphology(PostProcessor):
         if unknown:
             msg = f"operations must be drawn from {tuple(MORPHOLOGY_OPERATIONS)}, got unknown {unknown}."
             raise ValueError(msg)
-        _validate_positive_int("min_area", min_area, minimum=0)
-        _validate_positive_int("label_iterations", label_iterations, minimum=1)
+        require_int("min_area", min_area, minimum=0)
+        require_int("label_iterations", label_iterations, minimum=1)
         if label_mode not in LABEL_MODES:
             msg = f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}."
             raise ValueError(msg)

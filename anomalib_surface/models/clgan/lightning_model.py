@@ -39,7 +39,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from anomalib_surface.components import SyntheticAnomalyGenerator, check_finite
-from anomalib_surface.metrics import pixel_segmentation_metrics
+from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 from anomalib_surface.post_processing import DoubleThresholdMorphology
 
 from .loss import ClganLoss
@@ -205,8 +205,7 @@ class Clgan(AnomalibModule):
     @staticmethod
     def configure_evaluator() -> Evaluator:
         """anomalib's default image/pixel AUROC and F1, plus pixel precision, recall, accuracy, F1 and IoU."""
-        defaults = AnomalibModule.configure_evaluator()
-        return Evaluator(test_metrics=[*defaults.test_metrics, *pixel_segmentation_metrics()])
+        return evaluator_with_pixel_segmentation()
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """Adam for generator + projection heads, and (if ``lambda_adv > 0``) Adam for the discriminator."""

@@ -15,6 +15,8 @@ import torch.nn.functional as F  # noqa: N812
 from anomalib.data import InferenceBatch
 from torch import nn
 
+from anomalib_surface.components.checks import is_traced, require_int
+
 from .anomaly_map import AnomalyMapGenerator
 
 __all__ = ["ClganModel", "PatchGANDiscriminator", "PatchSampleMLP", "ResnetBlock", "ResnetGenerator"]
@@ -30,17 +32,6 @@ def _norm_layer(norm: str, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
     msg = f"norm must be one of {NORMS}, got {norm!r}."
     raise ValueError(msg)
-
-
-def _check_min(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        msg = f"{name} must be an integer >= {minimum}, got {value!r}."
-        raise ValueError(msg)
-
-
-def _is_traced() -> bool:
-    """Whether the code is being captured into a graph (torch.export / ONNX / compile / jit trace)."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 class ResnetBlock(nn.Module):
@@ -90,9 +81,9 @@ class ResnetGenerator(nn.Module):
         norm: str = "instance",
     ) -> None:
         super().__init__()
-        _check_min("ngf", ngf, 1)
-        _check_min("n_downsampling", n_downsampling, 0)
-        _check_min("n_blocks", n_blocks, 0)
+        require_int("ngf", ngf, 1)
+        require_int("n_downsampling", n_downsampling, 0)
+        require_int("n_blocks", n_blocks, 0)
         bias = norm != "batch"
         widths = [ngf * 2**level for level in range(n_downsampling + 1)]
 
@@ -129,7 +120,7 @@ class ResnetGenerator(nn.Module):
 
     def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of every encoder stage for ``[B, C, H, W]`` images (stage ``i`` at index ``i``)."""
-        if not _is_traced() and (images.shape[-2] % self.size_divisor or images.shape[-1] % self.size_divisor):
+        if not is_traced() and (images.shape[-2] % self.size_divisor or images.shape[-1] % self.size_divisor):
             msg = (
                 f"Image height and width must be divisible by 2**n_downsampling = {self.size_divisor}, got "
                 f"{tuple(images.shape[-2:])}. Resize the images (pre_processor image_size) or lower n_downsampling."
@@ -162,8 +153,8 @@ class PatchGANDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance") -> None:
         super().__init__()
-        _check_min("ndf", ndf, 1)
-        _check_min("n_layers_d", n_layers, 1)
+        require_int("ndf", ndf, 1)
+        require_int("n_layers_d", n_layers, 1)
         bias = norm != "batch"
         widths = [ndf * min(2**level, 8) for level in range(n_layers + 1)]
         layers: list[nn.Module] = [
@@ -195,7 +186,7 @@ class PatchSampleMLP(nn.Module):
 
     def __init__(self, in_channels: Sequence[int], out_dim: int = 256) -> None:
         super().__init__()
-        _check_min("nce_mlp_dim", out_dim, 1)
+        require_int("nce_mlp_dim", out_dim, 1)
         self.heads = nn.ModuleList(
             nn.Sequential(nn.Linear(channels, out_dim), nn.ReLU(inplace=True), nn.Linear(out_dim, out_dim))
             for channels in in_channels

@@ -43,6 +43,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from anomalib_surface.components import check_finite
+from anomalib_surface.components.checks import require_int, require_number
 
 from .defect_generation import DefectGenerator
 from .loss import LocalCentreLoss
@@ -59,13 +60,6 @@ class LoccPhase(IntEnum):
     ALIGN = 0
     CENTRES = 1
     LOCALISE = 2
-
-
-def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
-    if (integer and (isinstance(value, bool) or not isinstance(value, int))) or value <= 0:
-        kind = "a positive integer" if integer else "positive"
-        msg = f"{name} must be {kind}, got {value!r}."
-        raise ValueError(msg)
 
 
 class Locc(AnomalibModule):
@@ -132,10 +126,10 @@ class Locc(AnomalibModule):
             visualizer=visualizer,
         )
         if align:
-            _check_positive("imm_epochs", imm_epochs, integer=True)
-        _check_positive("alm_epochs", alm_epochs, integer=True)
-        _check_positive("imm_lr", imm_lr)
-        _check_positive("alm_lr", alm_lr)
+            require_int("imm_epochs", imm_epochs, 1)
+        require_int("alm_epochs", alm_epochs, 1)
+        require_number("imm_lr", imm_lr)
+        require_number("alm_lr", alm_lr)
         self.phase_epochs = {
             LoccPhase.ALIGN: imm_epochs if align else 0,
             LoccPhase.CENTRES: 1,

@@ -38,7 +38,8 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from anomalib_surface.components import SyntheticAnomalyGenerator, check_finite
-from anomalib_surface.metrics import pixel_segmentation_metrics
+from anomalib_surface.components.checks import require_int, require_number
+from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 
 from .loss import ComparatorLoss
 from .patches import sample_triplets
@@ -59,12 +60,6 @@ def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
         msg = f"image_size must be a positive int or a pair (H, W) of them, got {image_size!r}."
         raise ValueError(msg)
     return size
-
-
-def _check_positive(name: str, value: float, minimum: float = 1) -> None:
-    if isinstance(value, bool) or value < minimum:
-        msg = f"{name} must be >= {minimum}, got {value!r}."
-        raise ValueError(msg)
 
 
 class Pgcn(AnomalibModule):
@@ -161,8 +156,8 @@ class Pgcn(AnomalibModule):
             ("comparator_width", comparator_width),
             ("comparator_hidden", comparator_hidden),
         ):
-            _check_positive(name, value)
-        _check_positive("mask_loss_weight", mask_loss_weight, minimum=0)
+            require_int(name, value, 1)
+        require_number("mask_loss_weight", mask_loss_weight, 0.0, strict=False)
         self.model = PgcnModel(
             image_size=self.image_size,
             grid_size=grid_size,
@@ -226,8 +221,7 @@ class Pgcn(AnomalibModule):
     @staticmethod
     def configure_evaluator() -> Evaluator:
         """anomalib's default image/pixel AUROC and F1, plus pixel precision, recall, accuracy, F1 and IoU."""
-        defaults = AnomalibModule.configure_evaluator()
-        return Evaluator(test_metrics=[*defaults.test_metrics, *pixel_segmentation_metrics()])
+        return evaluator_with_pixel_segmentation()
 
     @property
     def phase(self) -> int:

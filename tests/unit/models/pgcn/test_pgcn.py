@@ -168,7 +168,7 @@ def test_image_size_validation_names_image_size_and_grid() -> None:
         Pgcn(**{**Pgcn.smoke_test_init_args(), "num_heads": (1, 1)})
     with pytest.raises(ValueError, match="differs from the pre-processor's output size"):
         Pgcn(**Pgcn.smoke_test_init_args(), pre_processor=Pgcn.configure_pre_processor((96, 96)))
-    with pytest.raises(ValueError, match="comparator_epochs must be >= 1"):
+    with pytest.raises(ValueError, match="comparator_epochs must be an integer >= 1"):
         Pgcn(**{**Pgcn.smoke_test_init_args(), "comparator_epochs": 0})
 
 
