@@ -1,17 +1,27 @@
 """Building blocks shared by the anomalib-surface models."""
 
 from .backbone import PretrainedWeightsUnavailableError, create_backbone
+from .coreset import greedy_coreset, greedy_k_center
+from .memory_bank import PatchFeatureStore, all_gather_rows, image_keys
+from .nearest_neighbor import NearestNeighborSearch, torch_nearest_neighbors
 from .realistic_anomaly import RealisticAnomalyGenerator
 from .training_guards import NonFiniteLossError, check_finite
 from .synthetic_anomaly import SyntheticAnomalyGenerator, list_images, perlin_masks
 
 __all__ = [
+    "NearestNeighborSearch",
     "NonFiniteLossError",
+    "PatchFeatureStore",
     "PretrainedWeightsUnavailableError",
     "RealisticAnomalyGenerator",
     "SyntheticAnomalyGenerator",
+    "all_gather_rows",
     "check_finite",
     "create_backbone",
+    "greedy_coreset",
+    "greedy_k_center",
+    "image_keys",
     "list_images",
     "perlin_masks",
+    "torch_nearest_neighbors",
 ]

@@ -1,0 +1,344 @@
+"""ToCoAD: Two-Stage Contrastive Learning for Industrial Anomaly Detection.
+
+Liang et al., arXiv 2407.01312 (IEEE TIM 2025). Three stages in one ``anomalib train``:
+
+1. ``stage1_epochs``: D learns to segment the synthetic anomalies of G on the features of the
+   frozen pre-trained F (focal loss).
+2. ``stage2_epochs``: F is fine-tuned with SimSiam on two augmented views of the normal images plus
+   negative guidance from the frozen D (patches D marks anomalous are pushed away from the normal
+   features at the same place).
+3. One epoch: patch features of all training images (gathered over all DDP ranks) form a memory
+   bank, subsampled by greedy k-center coreset selection; images are scored PatchCore-style.
+
+Example:
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_surface.data import SurfaceDemo
+    >>> from anomalib_surface.models.tocoad import Tocoad
+    >>> model = Tocoad(backbone="resnet18")
+    >>> Engine().fit(model, datamodule=SurfaceDemo())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import kornia.augmentation as K  # noqa: N812
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.data.transforms.utils import extract_transforms_by_type
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+from torchvision.transforms.v2 import Normalize
+
+from anomalib_surface.components import check_finite
+from anomalib_surface.components.coreset import greedy_coreset
+from anomalib_surface.components.memory_bank import PatchFeatureStore, image_keys
+from anomalib_surface.components.nearest_neighbor import INDEX_TYPES, NearestNeighborSearch
+
+from .anomaly_generator import RotatedAnomalyGenerator
+from .loss import FocalLoss, NegativeGuidanceLoss, SimSiamLoss
+from .torch_model import TocoadModel
+
+__all__ = ["Tocoad"]
+
+logger = logging.getLogger(__name__)
+
+
+def _view_augmentation() -> nn.Sequential:
+    """SimSiam views on device: random zoom/shift, flips and colour changes of ``[B, 3, H, W]`` images in [0, 1]."""
+    return nn.Sequential(
+        K.RandomAffine(degrees=0.0, translate=(0.1, 0.1), scale=(1.0, 1.5), padding_mode="reflection", p=1.0),
+        K.RandomHorizontalFlip(),
+        K.RandomVerticalFlip(),
+        K.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8),
+        K.RandomGrayscale(p=0.2),
+    )
+
+
+class Tocoad(AnomalibModule):
+    """ToCoAD Lightning module (see the module docstring and the model README).
+
+    Args:
+        backbone: timm backbone of F. Defaults to ``"wide_resnet50_2"`` (``"resnet18"`` for CPU).
+        layers: Backbone stages whose locally aggregated features form the patch features.
+        pre_trained: Load ImageNet weights of the backbone.
+        weights_path: Local weights file of the backbone (no download).
+        stage1_epochs: Epochs of stage 1 (D on synthetic anomalies); 0 skips it.
+        stage2_epochs: Epochs of stage 2 (fine-tuning F); 0 gives the frozen-feature ablation.
+        coreset_sampling_ratio: Fraction of the patch features kept in the memory bank.
+        coreset_projection_dim: Random-projection dimension of the coreset selection (``None``: none).
+        num_neighbors: Neighbours of PatchCore's image-score re-weighting.
+        nn_index: Memory-bank search: ``"flat"`` (exact), ``"ivf"`` or ``"hnsw"`` (approximate faiss indexes).
+        discriminator_channels: Width of D.
+        projector_dim: Width of the SimSiam projector.
+        predictor_hidden_dim: Bottleneck width of the SimSiam predictor.
+        focal_alpha: Focal-loss weight of the anomalous class.
+        focal_gamma: Focal-loss focusing exponent.
+        negative_weight: Weight of the negative-guidance loss in stage 2.
+        negative_margin: Cosine similarity below which anomalous patches are no longer pushed away.
+        rotation_degrees: Largest slight rotation of G (added to random multiples of 90°).
+        anomaly_source_path: Texture folder of G (e.g. DTD); ``None`` uses the training images.
+        anomaly_probability: Fraction of G's images that receive an anomaly.
+        learning_rate: Adam learning rate of D and of the SimSiam heads.
+        backbone_learning_rate: Adam learning rate of F in stage 2.
+        seed: Seed of the coreset selection (the same bank on every DDP rank).
+        pre_processor: Pre-processor instance or flag to use the default (resize to 256, ImageNet normalisation).
+        post_processor: Post-processor instance or flag to use the default.
+        evaluator: Evaluator instance or flag to use the default.
+        visualizer: Visualizer instance or flag to use the default.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "wide_resnet50_2",
+        layers: Sequence[str] = ("layer2", "layer3"),
+        pre_trained: bool = True,
+        weights_path: str | None = None,
+        stage1_epochs: int = 10,
+        stage2_epochs: int = 10,
+        coreset_sampling_ratio: float = 0.1,
+        coreset_projection_dim: int | None = 128,
+        num_neighbors: int = 9,
+        nn_index: str = "flat",
+        discriminator_channels: int = 256,
+        projector_dim: int = 2048,
+        predictor_hidden_dim: int = 512,
+        focal_alpha: float = 0.5,
+        focal_gamma: float = 2.0,
+        negative_weight: float = 1.0,
+        negative_margin: float = 0.5,
+        rotation_degrees: float = 10.0,
+        anomaly_source_path: str | None = None,
+        anomaly_probability: float = 0.5,
+        learning_rate: float = 1e-3,
+        backbone_learning_rate: float = 1e-4,
+        seed: int = 0,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        for name, epochs in {"stage1_epochs": stage1_epochs, "stage2_epochs": stage2_epochs}.items():
+            if not isinstance(epochs, int) or epochs < 0:
+                msg = f"{name} must be an integer >= 0, got {epochs!r}."
+                raise ValueError(msg)
+        if not 0.0 < coreset_sampling_ratio <= 1.0:
+            msg = f"coreset_sampling_ratio must be in (0, 1], got {coreset_sampling_ratio}."
+            raise ValueError(msg)
+        if coreset_projection_dim is not None and coreset_projection_dim < 1:
+            msg = f"coreset_projection_dim must be a positive integer or None, got {coreset_projection_dim}."
+            raise ValueError(msg)
+        if nn_index not in INDEX_TYPES:
+            msg = f"nn_index must be one of {INDEX_TYPES}, got '{nn_index}'."
+            raise ValueError(msg)
+        if negative_weight < 0:
+            msg = f"negative_weight must be >= 0, got {negative_weight}."
+            raise ValueError(msg)
+        for name, rate in {"learning_rate": learning_rate, "backbone_learning_rate": backbone_learning_rate}.items():
+            if rate <= 0:
+                msg = f"{name} must be > 0, got {rate}."
+                raise ValueError(msg)
+        self.model = TocoadModel(
+            backbone=backbone,
+            layers=layers,
+            pre_trained=pre_trained,
+            weights_path=weights_path,
+            discriminator_channels=discriminator_channels,
+            projector_dim=projector_dim,
+            predictor_hidden_dim=predictor_hidden_dim,
+            num_neighbors=num_neighbors,
+            search=NearestNeighborSearch(index_type=nn_index),
+        )
+        self.generator = RotatedAnomalyGenerator(
+            rotation_degrees=rotation_degrees,
+            anomaly_source_path=anomaly_source_path,
+            probability=anomaly_probability,
+        )
+        self.view_augmentation = _view_augmentation()
+        self.focal_loss = FocalLoss(alpha=focal_alpha, gamma=focal_gamma)
+        self.simsiam_loss = SimSiamLoss()
+        self.negative_loss = NegativeGuidanceLoss(margin=negative_margin)
+        self.stage1_epochs = stage1_epochs
+        self.stage2_epochs = stage2_epochs
+        self.coreset_sampling_ratio = coreset_sampling_ratio
+        self.coreset_projection_dim = coreset_projection_dim
+        self.negative_weight = negative_weight
+        self.learning_rate = learning_rate
+        self.backbone_learning_rate = backbone_learning_rate
+        self.seed = seed
+        self.feature_store = PatchFeatureStore()
+        self._bank_pending = False
+        # The stages train disjoint parameter sets and stage 3 takes no optimiser step at all.
+        self.automatic_optimization = False
+
+    @classmethod
+    def smoke_test_init_args(cls) -> dict[str, Any]:
+        """Constructor arguments of a tiny, fast configuration (CPU, random weights, one epoch per stage)."""
+        return {
+            "backbone": "resnet18",
+            "pre_trained": False,
+            "stage1_epochs": 1,
+            "stage2_epochs": 1,
+            "discriminator_channels": 16,
+            "projector_dim": 32,
+            "predictor_hidden_dim": 8,
+        }
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """All three stages in one run; validate only once the memory bank exists (last epoch)."""
+        total_epochs = self.stage1_epochs + self.stage2_epochs + 1
+        return {"max_epochs": total_epochs, "check_val_every_n_epoch": total_epochs, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """ToCoAD trains on normal images only."""
+        return LearningType.ONE_CLASS
+
+    def stage_for_epoch(self, epoch: int) -> int:
+        """Training stage (1, 2 or 3) of a zero-based ``epoch``."""
+        if epoch < self.stage1_epochs:
+            return 1
+        return 2 if epoch < self.stage1_epochs + self.stage2_epochs else 3
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """One Adam over all stages; parameters without a gradient in a stage are left untouched by Adam."""
+        heads = [*self.model.discriminator.parameters(), *self.model.projector.parameters()]
+        heads += list(self.model.predictor.parameters())
+        return torch.optim.Adam([
+            {"params": heads, "lr": self.learning_rate},
+            {"params": self.model.feature_extractor.parameters(), "lr": self.backbone_learning_rate},
+        ])
+
+    def setup(self, stage: str) -> None:
+        """Let DDP accept parameters without gradients (each stage trains only some of them)."""
+        del stage
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, DDPStrategy):
+            # DDPStrategy forwards these kwargs to DistributedDataParallel when it wraps the model,
+            # which happens after this hook; Lightning exposes no public setter for them.
+            strategy._ddp_kwargs["find_unused_parameters"] = True  # noqa: SLF001
+
+    def on_fit_start(self) -> None:
+        """Refuse an anomaly source folder that overlaps the test images."""
+        test_data = getattr(getattr(self.trainer, "datamodule", None), "test_data", None)
+        if test_data is not None:
+            self.generator.paste.check_disjoint_from(test_data.samples.image_path)
+
+    def on_train_epoch_start(self) -> None:
+        """Enter the stage of the current epoch (also right after resuming from a checkpoint)."""
+        stage = self.stage_for_epoch(self.current_epoch)
+        if stage != int(self.model.stage):
+            logger.info("Tocoad: entering stage %d at epoch %d.", stage, self.current_epoch)
+        self.model.stage.fill_(stage)
+        self.model.train()
+        self._bank_pending = stage == 3
+
+    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """Stage 1: train D; stage 2: fine-tune F; stage 3: collect patch features for the memory bank."""
+        del args, kwargs
+        stage = int(self.model.stage)
+        if stage == 3:
+            self._collect_features(batch)
+            return None
+        images = self._to_unit_range(batch.image)
+        losses = self._discriminator_losses(images) if stage == 1 else self._fine_tuning_losses(images)
+        check_finite(losses, self.global_step)
+        loss = torch.stack(list(losses.values())).sum()
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        self.log_dict({f"train_{name}": value.detach() for name, value in losses.items()}, prog_bar=True)
+        return {"loss": loss.detach()}
+
+    def _discriminator_losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Stage 1: focal loss of D on G's anomalies, F frozen."""
+        _, augmented, masks = self.generator(images)
+        with torch.no_grad():
+            embedding = self.model.embed(self._normalize(augmented))
+        logits = F.interpolate(self.model.discriminate(embedding), size=masks.shape[-2:], mode="bilinear")
+        return {"focal": self.focal_loss(logits, masks)}
+
+    def _fine_tuning_losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Stage 2: SimSiam on two views plus D-guided push of anomalous patch features, D frozen."""
+        view_a, view_b = self.view_augmentation(images), self.view_augmentation(images)
+        rotated, augmented, _ = self.generator(view_a)
+        embeddings = self.model.embed(self._normalize(torch.cat([rotated, view_b, augmented])))
+        normal_a, normal_b, anomalous = embeddings.chunk(3)
+        projections, predictions = self.model.simsiam(torch.cat([normal_a, normal_b]))
+        z_a, z_b = projections.chunk(2)
+        p_a, p_b = predictions.chunk(2)
+        with torch.no_grad():
+            weights = torch.sigmoid(self.model.discriminate(anomalous))
+        return {
+            "simsiam": self.simsiam_loss(p_a, p_b, z_a, z_b),
+            "negative": self.negative_weight * self.negative_loss(anomalous, normal_a, weights),
+        }
+
+    def _collect_features(self, batch: Batch) -> None:
+        """Stage 3: store the ``[B, h*w, C]`` patch features of the batch, keyed by image."""
+        with torch.no_grad():
+            embedding = self.model.embed(batch.image)
+        self.feature_store.add(embedding.flatten(2).transpose(1, 2), image_keys(batch.image, batch.image_path))
+
+    def on_validation_start(self) -> None:
+        """Build the memory bank before the validation that closes stage 3."""
+        self._fit_memory_bank()
+
+    def on_train_epoch_end(self) -> None:
+        """Build the memory bank at the end of stage 3 when no validation ran."""
+        self._fit_memory_bank()
+
+    def _fit_memory_bank(self) -> None:
+        """Gather all ranks' patch features, subsample them by coreset selection and store the bank."""
+        if not self._bank_pending:
+            return
+        self._bank_pending = False
+        if len(self.feature_store) == 0:
+            msg = "Stage 3 saw no training images on this process; cannot build the memory bank."
+            raise RuntimeError(msg)
+        embedding = self.feature_store.merge()
+        indices = greedy_coreset(embedding, self.coreset_sampling_ratio, self.coreset_projection_dim, self.seed)
+        self.model.memory_bank = embedding[indices].contiguous()
+        logger.info("Tocoad: memory bank of %d of %d patch features.", len(indices), embedding.shape[0])
+
+    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """Score the batch against the memory bank."""
+        del args, kwargs
+        predictions = self.model(batch.image)
+        return batch.update(**predictions._asdict())
+
+    def _normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std ``[1, C, 1, 1]`` of the pre-processor's ``Normalize`` (0 and 1 without one)."""
+        transform = getattr(self.pre_processor, "transform", None)
+        normalize = extract_transforms_by_type(transform, Normalize)
+        mean, std = (normalize[0].mean, normalize[0].std) if normalize else ([0.0], [1.0])
+        shape = (1, -1, 1, 1)
+        return torch.tensor(mean, device=self.device).view(shape), torch.tensor(std, device=self.device).view(shape)
+
+    def _to_unit_range(self, images: torch.Tensor) -> torch.Tensor:
+        """Undo the pre-processor's normalisation: G and the view augmentations work on images in [0, 1]."""
+        mean, std = self._normalization()
+        return (images * std + mean).clamp(0.0, 1.0)
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Apply the pre-processor's normalisation to images in [0, 1] before F."""
+        mean, std = self._normalization()
+        return (images - mean) / std
