@@ -68,8 +68,44 @@ def clgan_entries(pre_trained: bool) -> list[Entry]:
 
 
 def plugin_entries(pre_trained: bool) -> list[Entry]:
-    """Every plugin model in its CPU preset."""
-    return clgan_entries(pre_trained)[:1]
+    """Every plugin model in its CPU preset (128 px, small widths, phase epochs sized for ~2 minutes)."""
+    return [
+        clgan_entries(pre_trained)[0],
+        Entry("Dmp", "Dmp", {"reconstruction_width": 16, "prediction_width": 16, "depth": 3, "score_filter_size": 11}),
+        Entry(
+            "Tocoad",
+            "Tocoad",
+            {
+                "backbone": BACKBONE,
+                "layers": ["blocks.2", "blocks.4"],
+                "pre_trained": pre_trained,
+                "stage1_epochs": 3,
+                "stage2_epochs": 3,
+                "discriminator_channels": 64,
+                "projector_dim": 256,
+                "predictor_hidden_dim": 64,
+            },
+        ),
+        Entry(
+            "Locc",
+            "Locc",
+            {"backbone": BACKBONE, "pre_trained": pre_trained, "imm_epochs": 8, "alm_epochs": 8, "imm_channels": [16, 32, 64]},
+        ),
+        Entry(
+            "Pgcn",
+            "Pgcn",
+            {
+                "image_size": [128, 128],
+                "grid_size": 8,
+                "patch_size": 2,
+                "window_size": 4,
+                "embed_dim": 24,
+                "depths": [1, 1, 2, 1],
+                "generator_epochs": 8,
+                "comparator_epochs": 4,
+            },
+        ),
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
