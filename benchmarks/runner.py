@@ -105,18 +105,17 @@ class PeakMemory:
         self.peak_rss = 0
         self._stop = threading.Event()
 
-    def _sample(self) -> None:
-        import psutil
-
-        process = psutil.Process(os.getpid())
+    def _sample(self, process: object) -> None:
         while not self._stop.is_set():
             self.peak_rss = max(self.peak_rss, process.memory_info().rss)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
+        import psutil
+
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread = threading.Thread(target=self._sample, args=(psutil.Process(os.getpid()),), daemon=True)
         self._thread.start()
         return self
 

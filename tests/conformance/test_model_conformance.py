@@ -30,8 +30,10 @@ ENTRY_POINTS = sorted(
     (ep for ep in entry_points(group="anomalib.models") if ep.value.startswith("anomalib_surface.")),
     key=lambda ep: ep.name,
 )
-# Exports are compared with the Lightning model on the same pre-processed images.
-SCORE_TOLERANCE = {"rtol": 1e-3, "atol": 1e-4}
+# Exports are compared with the Lightning model on the same images, after post-processing. Scores and maps
+# are min-max normalised into [0, 1]; for a model trained for a few steps the normalisation range is tiny and
+# turns 1e-6 differences of the raw graph (e.g. Dmp's fused large kernels) into up to ~1e-3.
+SCORE_TOLERANCE = {"rtol": 1e-3, "atol": 2e-3}
 
 
 @pytest.fixture(scope="module")
