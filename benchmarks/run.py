@@ -94,20 +94,24 @@ def run_studies(names: tuple[str, ...], arrays_by_category: dict[str, dict[str, 
     """Post-processing studies on the kept raw maps, per category and entry."""
     sections = []
     if "thresholding" in names:
-        rows = []
-        for by_entry in arrays_by_category.values():
-            rows.extend(studies.thresholding_study(by_entry))
+        rows = [
+            {"category": category, **row}
+            for category, by_entry in arrays_by_category.items()
+            for row in studies.thresholding_study(by_entry)
+        ]
         sections.append(
-            "### DoubleThresholdMorphology vs anomalib's default thresholding (same raw maps, per category)\n\n"
-            + studies.markdown(rows, ("entry", "method", *studies.SEGMENTATION_KEYS)),
+            "### DoubleThresholdMorphology vs anomalib's default thresholding (same raw maps)\n\n"
+            + studies.markdown(rows, ("category", "entry", "method", *studies.SEGMENTATION_KEYS)),
         )
     if "factor_sweep" in names:
-        rows = []
-        for by_entry in arrays_by_category.values():
-            rows.extend(studies.factor_sweep(by_entry))
+        rows = [
+            {"category": category, **row}
+            for category, by_entry in arrays_by_category.items()
+            for row in studies.factor_sweep(by_entry)
+        ]
         sections.append(
-            "### Threshold-factor sweep (high factor k, low factor k − 0.5; per category)\n\n"
-            + studies.markdown(rows, ("entry", "k", *studies.SEGMENTATION_KEYS)),
+            "### Threshold-factor sweep (high factor k, low factor k − 0.5)\n\n"
+            + studies.markdown(rows, ("category", "entry", "k", *studies.SEGMENTATION_KEYS)),
         )
     return "\n\n".join(sections) + "\n"
 
