@@ -6,7 +6,7 @@ from .memory_bank import PatchFeatureStore, all_gather_rows, image_keys
 from .nearest_neighbor import NearestNeighborSearch, torch_nearest_neighbors
 from .realistic_anomaly import RealisticAnomalyGenerator
 from .training_guards import NonFiniteLossError, check_finite
-from .synthetic_anomaly import SyntheticAnomalyGenerator, list_images, perlin_masks
+from .synthetic_anomaly import SyntheticAnomalyGenerator, list_images, perlin_masks, paths_of_test_split
 
 __all__ = [
     "NearestNeighborSearch",
@@ -22,6 +22,7 @@ __all__ = [
     "greedy_k_center",
     "image_keys",
     "list_images",
+    "paths_of_test_split",
     "perlin_masks",
     "torch_nearest_neighbors",
 ]

@@ -26,7 +26,7 @@ from torchvision import io
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as tvf
 
-__all__ = ["SyntheticAnomalyGenerator", "list_images", "perlin_masks"]
+__all__ = ["SyntheticAnomalyGenerator", "list_images", "perlin_masks", "paths_of_test_split"]
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -36,6 +36,13 @@ def list_images(folder: str | Path) -> list[Path]:
         msg = f"anomaly_source_path '{folder}' is not a folder of images."
         raise FileNotFoundError(msg)
     return sorted(path for path in folder.rglob("*") if path.suffix.lower() in IMG_EXTENSIONS and path.is_file())
+
+
+def paths_of_test_split(trainer: object) -> list[str]:
+    """Image paths of the test split of ``trainer``'s datamodule (``[]`` if it has none), for ``check_disjoint_from``."""
+    test_data = getattr(getattr(trainer, "datamodule", None), "test_data", None)
+    samples = getattr(test_data, "samples", None)
+    return [] if samples is None else list(samples.image_path)
 
 
 def perlin_masks(

@@ -38,7 +38,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-from anomalib_surface.components import SyntheticAnomalyGenerator, check_finite
+from anomalib_surface.components import SyntheticAnomalyGenerator, check_finite, paths_of_test_split
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 from anomalib_surface.post_processing import DoubleThresholdMorphology
 
@@ -237,10 +237,8 @@ class Clgan(AnomalibModule):
         ):
             msg = "Clgan reconstructs images in [0, 1]: its pre_processor must not contain Normalize."
             raise ValueError(msg)
-        test_data = getattr(getattr(self.trainer, "datamodule", None), "test_data", None)
-        samples = getattr(test_data, "samples", None)
-        if self.corruptor is not None and samples is not None:
-            self.corruptor.check_disjoint_from(samples.image_path)
+        if self.corruptor is not None:
+            self.corruptor.check_disjoint_from(paths_of_test_split(self.trainer))
 
     def _nce_embeddings(
         self,

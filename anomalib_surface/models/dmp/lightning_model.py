@@ -36,7 +36,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-from anomalib_surface.components import RealisticAnomalyGenerator, check_finite
+from anomalib_surface.components import RealisticAnomalyGenerator, check_finite, paths_of_test_split
 
 from .feature_extractor import FEATURE_EXTRACTORS, EncoderFeatures, build_feature_extractor
 from .loss import DmpLoss
@@ -201,9 +201,7 @@ class Dmp(AnomalibModule):
 
     def on_fit_start(self) -> None:
         """Refuse an anomaly source folder that overlaps the datamodule's test split."""
-        test_data = getattr(getattr(self.trainer, "datamodule", None), "test_data", None)
-        if self.augmenter.anomaly_source_path is not None and test_data is not None:
-            self.augmenter.check_disjoint_from(test_data.samples.image_path)
+        self.augmenter.check_disjoint_from(paths_of_test_split(self.trainer))
 
     def on_train_start(self) -> None:
         """Check the pre-processor and put the networks in training mode.

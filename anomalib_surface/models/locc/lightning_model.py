@@ -42,7 +42,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-from anomalib_surface.components import check_finite
+from anomalib_surface.components import check_finite, paths_of_test_split
 from anomalib_surface.components.checks import require_int, require_number
 
 from .defect_generation import DefectGenerator
@@ -197,9 +197,8 @@ class Locc(AnomalibModule):
         if self.pre_processor and extract_transforms_by_type(self.pre_processor.transform, Normalize):
             msg = "Locc expects images in [0, 1]: remove Normalize from the pre-processor (the model normalises)."
             raise ValueError(msg)
-        test_data = getattr(self.trainer.datamodule, "test_data", None)
-        if self.defect_generator is not None and test_data is not None:
-            self.defect_generator.check_disjoint_from(test_data.samples.image_path)
+        if self.defect_generator is not None:
+            self.defect_generator.check_disjoint_from(paths_of_test_split(self.trainer))
         if self.model.imm is not None and not self.model.imm.has_template:
             self.model.imm.set_template(self._draw_template())
 

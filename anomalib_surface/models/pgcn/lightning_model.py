@@ -37,7 +37,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-from anomalib_surface.components import SyntheticAnomalyGenerator, check_finite
+from anomalib_surface.components import SyntheticAnomalyGenerator, check_finite, paths_of_test_split
 from anomalib_surface.components.checks import require_int, require_number
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 
@@ -245,10 +245,7 @@ class Pgcn(AnomalibModule):
         if transform is not None and extract_transforms_by_type(transform, Normalize):
             msg = "Pgcn generates patches in [0, 1]: its pre_processor must not contain Normalize."
             raise ValueError(msg)
-        test_data = getattr(getattr(self.trainer, "datamodule", None), "test_data", None)
-        samples = getattr(test_data, "samples", None)
-        if samples is not None:
-            self.augmenter.check_disjoint_from(samples.image_path)
+        self.augmenter.check_disjoint_from(paths_of_test_split(self.trainer))
 
     def on_train_epoch_start(self) -> None:
         """Enter the phase of the current epoch: only that phase's network trains (the other is frozen)."""

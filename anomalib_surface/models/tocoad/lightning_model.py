@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torchvision.transforms.v2 import Normalize
 
-from anomalib_surface.components import check_finite
+from anomalib_surface.components import check_finite, paths_of_test_split
 from anomalib_surface.components.coreset import greedy_coreset
 from anomalib_surface.components.memory_bank import PatchFeatureStore, image_keys
 from anomalib_surface.components.nearest_neighbor import INDEX_TYPES, NearestNeighborSearch
@@ -237,9 +237,7 @@ class Tocoad(AnomalibModule):
 
     def on_fit_start(self) -> None:
         """Refuse an anomaly source folder that overlaps the test images."""
-        test_data = getattr(getattr(self.trainer, "datamodule", None), "test_data", None)
-        if test_data is not None:
-            self.generator.paste.check_disjoint_from(test_data.samples.image_path)
+        self.generator.paste.check_disjoint_from(paths_of_test_split(self.trainer))
 
     def on_train_epoch_start(self) -> None:
         """Enter the stage of the current epoch (also right after resuming from a checkpoint)."""
