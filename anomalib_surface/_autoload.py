@@ -3,9 +3,9 @@
 anomalib reads no entry points, so this package ships ``anomalib_surface_autoload.pth``, which
 site runs at interpreter start-up and which calls :func:`install`. ``install`` only puts a tiny
 import finder on ``sys.meta_path`` (standard library only, no torch): nothing else happens until
-the process imports ``anomalib.models``, ``anomalib.data`` or ``anomalib.cli.cli``. When one of
-those modules has finished executing, :mod:`anomalib_surface.registration` loads the plugins
-declared in the matching entry-point group and publishes them to anomalib.
+the process imports one of :data:`WATCHED_MODULES`. When one of those modules has finished
+executing, :mod:`anomalib_surface.registration` loads the plugins declared in the matching
+entry-point group and publishes them to anomalib (or adapts the CLI and the benchmark pipeline).
 
 Set ``ANOMALIB_DISABLE_PLUGIN_AUTOLOAD=1`` to switch the hook off.
 """
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 DISABLE_ENV_VAR = "ANOMALIB_DISABLE_PLUGIN_AUTOLOAD"
-WATCHED_MODULES = frozenset({"anomalib.models", "anomalib.data", "anomalib.cli.cli"})
+WATCHED_MODULES = frozenset({"anomalib.models", "anomalib.data", "anomalib.cli.cli", "anomalib.pipelines.benchmark.job"})
 
 
 def autoload_disabled() -> bool:

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 MODELS_GROUP = "anomalib.models"
 DATA_GROUP = "anomalib.data"
 CLI_MODULE = "anomalib.cli.cli"
+BENCHMARK_JOB_MODULE = "anomalib.pipelines.benchmark.job"
 _loaded_groups: set[str] = set()
 _pending: dict[str, dict[str, EntryPoint]] = {}
 
@@ -48,7 +49,7 @@ class PluginLoadWarning(UserWarning):
 
 
 class CliPatchWarning(UserWarning):
-    """anomalib's CLI changed so that case-insensitive names could not be enabled."""
+    """anomalib's CLI or benchmark internals changed, so a compatibility patch could not be applied."""
 
 
 def _warn(message: str, category: type[Warning]) -> None:
@@ -193,6 +194,8 @@ def on_module_loaded(module_name: str) -> None:
         load_plugins(module_name)
     elif module_name == CLI_MODULE:
         patch_cli_names(sys.modules[CLI_MODULE])
+    elif module_name == BENCHMARK_JOB_MODULE:
+        patch_benchmark_collect(sys.modules[BENCHMARK_JOB_MODULE])
 
 
 # --- case-insensitive names on the anomalib CLI -------------------------------------------------
@@ -278,3 +281,28 @@ def patch_cli_names(cli_module: ModuleType) -> bool:
     cli_class.__init__ = __init__
     return True
 
+
+
+# --- anomalib benchmark: grids of models with different options -----------------------------------
+
+
+def collect_benchmark_results(results: list[dict[str, Any]]) -> Any:  # noqa: ANN401 - pandas.DataFrame
+    """One row per benchmark job, the union of all jobs' columns (a job without a column gets NaN).
+
+    anomalib 2.7's ``BenchmarkJob.collect`` takes its columns from the first job only and raises
+    ``KeyError`` when a later job has another one, e.g. ``model.init_args.layer`` in a grid of models
+    whose options differ.
+    """
+    import pandas as pd
+
+    return pd.DataFrame.from_records(results)
+
+
+def patch_benchmark_collect(job_module: ModuleType) -> bool:
+    """Replace ``BenchmarkJob.collect`` by :func:`collect_benchmark_results` (warns if it is missing)."""
+    job_class = getattr(job_module, "BenchmarkJob", None)
+    if job_class is None or not hasattr(job_class, "collect"):
+        _warn("anomalib's BenchmarkJob changed; mixed-model benchmark grids may fail to aggregate.", CliPatchWarning)
+        return False
+    job_class.collect = staticmethod(collect_benchmark_results)
+    return True

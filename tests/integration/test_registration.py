@@ -264,3 +264,32 @@ def test_regular_wheel_install_runs_the_hook(tmp_path: Path) -> None:
         ),
     )
     assert result["file"].startswith(str(site_dir))
+
+
+def test_benchmark_collects_jobs_with_different_model_options() -> None:
+    """``anomalib benchmark`` aggregates a grid whose models have different init_args (anomalib 2.7 raised KeyError)."""
+    result = last_json(
+        run_python(
+            """
+            import json, math
+            from anomalib.pipelines.benchmark.job import BenchmarkJob
+
+            frame = BenchmarkJob.collect([
+                {"seed": 0, "model.class_path": "Padim", "model.init_args.n_features": 100, "image_AUROC": 0.8},
+                {"seed": 0, "model.class_path": "Clgan", "model.init_args.ngf": 8, "image_AUROC": 0.7},
+            ])
+            print(json.dumps({
+                "columns": sorted(frame.columns),
+                "rows": len(frame),
+                "missing": math.isnan(frame.loc[1, "model.init_args.n_features"]),
+                "auroc": frame["image_AUROC"].tolist(),
+            }))
+            """,
+        ),
+    )
+    assert result["rows"] == 2
+    assert result["columns"] == sorted(
+        ["seed", "model.class_path", "model.init_args.n_features", "model.init_args.ngf", "image_AUROC"],
+    )
+    assert result["missing"]
+    assert result["auroc"] == [0.8, 0.7]
