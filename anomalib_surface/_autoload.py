@@ -23,7 +23,13 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 DISABLE_ENV_VAR = "ANOMALIB_DISABLE_PLUGIN_AUTOLOAD"
-WATCHED_MODULES = frozenset({"anomalib.models", "anomalib.data", "anomalib.cli.cli", "anomalib.pipelines.benchmark.job"})
+WATCHED_MODULES = frozenset({
+    "anomalib.models",
+    "anomalib.data",
+    "anomalib.cli.cli",
+    "anomalib.pipelines.benchmark.job",
+    "anomalib.engine.plugins.checkpoint_io",
+})
 
 
 def autoload_disabled() -> bool:

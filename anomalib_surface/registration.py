@@ -40,6 +40,7 @@ MODELS_GROUP = "anomalib.models"
 DATA_GROUP = "anomalib.data"
 CLI_MODULE = "anomalib.cli.cli"
 BENCHMARK_JOB_MODULE = "anomalib.pipelines.benchmark.job"
+CHECKPOINT_IO_MODULE = "anomalib.engine.plugins.checkpoint_io"
 _loaded_groups: set[str] = set()
 _pending: dict[str, dict[str, EntryPoint]] = {}
 
@@ -49,7 +50,7 @@ class PluginLoadWarning(UserWarning):
 
 
 class CliPatchWarning(UserWarning):
-    """anomalib's CLI or benchmark internals changed, so a compatibility patch could not be applied."""
+    """anomalib's CLI, benchmark or checkpoint internals changed, so a compatibility patch could not be applied."""
 
 
 def _warn(message: str, category: type[Warning]) -> None:
@@ -196,6 +197,8 @@ def on_module_loaded(module_name: str) -> None:
         patch_cli_names(sys.modules[CLI_MODULE])
     elif module_name == BENCHMARK_JOB_MODULE:
         patch_benchmark_collect(sys.modules[BENCHMARK_JOB_MODULE])
+    elif module_name == CHECKPOINT_IO_MODULE:
+        patch_checkpoint_io_map_location(sys.modules[CHECKPOINT_IO_MODULE])
 
 
 # --- case-insensitive names on the anomalib CLI -------------------------------------------------
@@ -305,4 +308,52 @@ def patch_benchmark_collect(job_module: ModuleType) -> bool:
         _warn("anomalib's BenchmarkJob changed; mixed-model benchmark grids may fail to aggregate.", CliPatchWarning)
         return False
     job_class.collect = staticmethod(collect_benchmark_results)
+    return True
+
+
+# --- Trainer checkpoint restores: checkpoints written on another device ----------------------------
+
+
+def keep_storages_on_cpu(storage: Any, location: str) -> Any:  # noqa: ANN401 - torch.UntypedStorage
+    """``torch.load`` ``map_location`` that leaves every storage on the CPU, whatever device it was saved from.
+
+    Lightning's ``TorchCheckpointIO`` default: the strategy moves the restored state to its own device afterwards.
+    """
+    del location
+    return storage
+
+
+def patch_checkpoint_io_map_location(io_module: ModuleType) -> bool:
+    """Give ``AnomalibCheckpointIO.load_checkpoint`` Lightning's default ``map_location`` (:func:`keep_storages_on_cpu`).
+
+    anomalib 2.7's ``AnomalibCheckpointIO`` replaces that default by ``None``, so ``torch.load`` puts every tensor
+    back on the device it was saved from: resuming (``Engine.fit(ckpt_path=...)``, ``anomalib train --ckpt_path``)
+    or testing a checkpoint written on a GPU fails on a machine without CUDA, and one written on ``cuda:1`` fails
+    on a single-GPU machine. An explicit ``map_location`` is passed on unchanged.
+
+    Returns:
+        Whether the patch is in place (warns if anomalib's ``load_checkpoint`` signature changed).
+    """
+    io_class = getattr(io_module, "AnomalibCheckpointIO", None)
+    load = getattr(io_class, "load_checkpoint", None)
+    if getattr(load, "_anomalib_surface_patched", False):
+        return True
+    try:
+        parameters = list(inspect.signature(load).parameters)
+    except (TypeError, ValueError):
+        parameters = []
+    if parameters[:3] != ["self", "path", "map_location"]:
+        _warn(
+            "anomalib's AnomalibCheckpointIO changed (expected load_checkpoint(self, path, map_location, ...)); "
+            "checkpoints saved on a GPU may need a GPU to resume from.",
+            CliPatchWarning,
+        )
+        return False
+
+    @functools.wraps(load)
+    def load_checkpoint(self: Any, path: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        return load(self, path, keep_storages_on_cpu if map_location is None else map_location, *args, **kwargs)
+
+    load_checkpoint._anomalib_surface_patched = True  # type: ignore[attr-defined]
+    io_class.load_checkpoint = load_checkpoint
     return True

@@ -2,6 +2,7 @@
 
 from .backbone import PretrainedWeightsUnavailableError, create_backbone
 from .coreset import greedy_coreset, greedy_k_center
+from .distributed import UnseenImages, allow_unused_parameters, broadcast_buffers
 from .memory_bank import PatchFeatureStore, all_gather_rows, image_keys
 from .nearest_neighbor import NearestNeighborSearch, torch_nearest_neighbors
 from .realistic_anomaly import RealisticAnomalyGenerator
@@ -15,7 +16,10 @@ __all__ = [
     "PretrainedWeightsUnavailableError",
     "RealisticAnomalyGenerator",
     "SyntheticAnomalyGenerator",
+    "UnseenImages",
     "all_gather_rows",
+    "allow_unused_parameters",
+    "broadcast_buffers",
     "check_finite",
     "create_backbone",
     "greedy_coreset",

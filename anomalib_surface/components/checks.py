@@ -5,8 +5,9 @@ from __future__ import annotations
 import numbers
 
 import torch
+from torchvision.transforms.v2 import Normalize
 
-__all__ = ["is_traced", "require_int", "require_number"]
+__all__ = ["is_traced", "require_int", "require_number", "require_unnormalised_inputs"]
 
 
 def require_int(name: str, value: object, minimum: int) -> int:
@@ -24,6 +25,24 @@ def require_number(name: str, value: object, minimum: float = 0.0, *, strict: bo
         msg = f"{name} must be a number {relation} {minimum}, got {value!r}."
         raise ValueError(msg)
     return float(value)
+
+
+def require_unnormalised_inputs(pre_processor: object, model_name: str) -> None:
+    """Raise ``ValueError`` if ``pre_processor``'s transform contains ``Normalize``.
+
+    For models that work on images in ``[0, 1]`` (reconstruction, patch generation, or a backbone that
+    normalises inside the model).
+    """
+    # Imported here: importing anomalib.data loads this package's datamodules, which import this module.
+    from anomalib.data.transforms.utils import extract_transforms_by_type
+
+    transform = getattr(pre_processor, "transform", None)
+    if transform is not None and extract_transforms_by_type(transform, Normalize):
+        msg = (
+            f"{model_name} expects images in [0, 1]: remove Normalize from its pre_processor "
+            f"({model_name}.configure_pre_processor(image_size=...) gives the default one)."
+        )
+        raise ValueError(msg)
 
 
 def is_traced() -> bool:

@@ -57,17 +57,22 @@ def eval_outputs(model: torch.nn.Module, images: torch.Tensor) -> dict[str, np.n
     return {key: value.detach().cpu().float().numpy() for key, value in batch._asdict().items() if value is not None}
 
 
-def assert_same_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], origin: str) -> None:
-    """Scores and maps agree within :data:`SCORE_TOLERANCE`; labels and masks agree exactly, except where the
-    normalised score or map value is within that tolerance of the normalised threshold 0.5 (a tie)."""
+def assert_same_outputs(
+    actual: dict[str, np.ndarray],
+    expected: dict[str, np.ndarray],
+    origin: str,
+    tolerance: dict[str, float] = SCORE_TOLERANCE,
+) -> None:
+    """Scores and maps agree within ``tolerance``; labels and masks agree exactly, except where the
+    normalised score or map value is within ``tolerance["atol"]`` of the normalised threshold 0.5 (a tie)."""
     assert actual.keys() == expected.keys(), origin
     for key, value in expected.items():
         if key in DECISIONS:
             distance_to_threshold = np.abs(expected[DECISIONS[key]].reshape(value.shape) - 0.5)
-            decided = distance_to_threshold > SCORE_TOLERANCE["atol"]
+            decided = distance_to_threshold > tolerance["atol"]
             np.testing.assert_array_equal(actual[key][decided], value[decided], err_msg=f"{origin}: {key}")
         else:
-            np.testing.assert_allclose(actual[key], value, err_msg=f"{origin}: {key}", **SCORE_TOLERANCE)
+            np.testing.assert_allclose(actual[key], value, err_msg=f"{origin}: {key}", **tolerance)
 
 
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS, ids=lambda ep: ep.name)

@@ -34,13 +34,17 @@ from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torchvision.transforms.v2 import Normalize
 
-from anomalib_surface.components import check_finite, paths_of_test_split
+from anomalib_surface.components import (
+    allow_unused_parameters,
+    broadcast_buffers,
+    check_finite,
+    paths_of_test_split,
+)
 from anomalib_surface.components.coreset import greedy_coreset
 from anomalib_surface.components.memory_bank import PatchFeatureStore, image_keys
 from anomalib_surface.components.nearest_neighbor import INDEX_TYPES, NearestNeighborSearch
@@ -229,11 +233,7 @@ class Tocoad(AnomalibModule):
     def setup(self, stage: str) -> None:
         """Let DDP accept parameters without gradients (each stage trains only some of them)."""
         del stage
-        strategy = self.trainer.strategy if self._trainer is not None else None
-        if isinstance(strategy, DDPStrategy):
-            # DDPStrategy forwards these kwargs to DistributedDataParallel when it wraps the model,
-            # which happens after this hook; Lightning exposes no public setter for them.
-            strategy._ddp_kwargs["find_unused_parameters"] = True  # noqa: SLF001
+        allow_unused_parameters(self._trainer)
 
     def on_fit_start(self) -> None:
         """Refuse an anomaly source folder that overlaps the test images."""
@@ -301,8 +301,13 @@ class Tocoad(AnomalibModule):
         self._fit_memory_bank()
 
     def on_train_epoch_end(self) -> None:
-        """Build the memory bank at the end of stage 3 when no validation ran."""
+        """Build the memory bank at the end of stage 3 when no validation ran; align the ranks' buffers.
+
+        With manual optimisation DDP does not broadcast buffers, so without the broadcast each rank would
+        keep the BatchNorm statistics of its own batches.
+        """
         self._fit_memory_bank()
+        broadcast_buffers(self.model)
 
     def _fit_memory_bank(self) -> None:
         """Gather all ranks' patch features, subsample them by coreset selection and store the bank."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from anomalib.data import InferenceBatch
+from anomalib.data.utils.tiler import Tiler
 from anomalib.models.components import DynamicBufferMixin
 from anomalib.models.image.patchcore.anomaly_map import AnomalyMapGenerator
 from torch import nn
@@ -14,6 +15,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from anomalib_surface.components import create_backbone
 from anomalib_surface.components.nearest_neighbor import NearestNeighborSearch
+from anomalib_surface.components.tiling import untile_features
 
 __all__ = ["TocoadModel"]
 
@@ -69,7 +71,9 @@ class TocoadModel(DynamicBufferMixin, nn.Module):
     In training mode :meth:`forward` returns the patch embedding; in eval mode it scores images
     PatchCore-style against ``memory_bank``. The backbone always stays in eval mode (its batch-norm
     statistics are the pre-trained ones; its weights are still trained in stage 2), and D is kept in
-    eval mode from stage 2 on, when it is frozen.
+    eval mode from stage 2 on, when it is frozen. With a ``tiler`` (set by anomalib's
+    ``TilerConfigurationCallback``) the features of large images are extracted tile by tile and
+    assembled into one feature map per image, in training and in inference.
 
     Args:
         backbone: timm model name.
@@ -123,6 +127,7 @@ class TocoadModel(DynamicBufferMixin, nn.Module):
         self.anomaly_map_generator = AnomalyMapGenerator(sigma=anomaly_map_sigma)
         self.num_neighbors = num_neighbors
         self.search = search or NearestNeighborSearch()
+        self.tiler: Tiler | None = None
 
         self.memory_bank: torch.Tensor
         self.register_buffer("memory_bank", torch.empty(0))
@@ -139,10 +144,13 @@ class TocoadModel(DynamicBufferMixin, nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Locally aggregated patch features ``[B, C, h, w]`` (PatchCore), at the first layer's resolution."""
+        if self.tiler:
+            images = self.tiler.tile(images)
         features = [self.feature_pooler(feature) for feature in self.feature_extractor(images)]
         size = features[0].shape[-2:]
         resized = [F.interpolate(feature, size=size, mode="bilinear") for feature in features[1:]]
-        return torch.cat([features[0], *resized], dim=1)
+        embedding = torch.cat([features[0], *resized], dim=1)
+        return untile_features(self.tiler, embedding) if self.tiler else embedding
 
     def discriminate(self, embedding: torch.Tensor) -> torch.Tensor:
         """D's anomaly logits ``[B, 1, h, w]`` of ``[B, C, h, w]`` patch features."""

