@@ -8,7 +8,7 @@ Training runs three phases inside one ``anomalib train`` (``max_epochs`` is set 
 1. ``align`` (``imm_epochs``, skipped when ``align=False``): the image matching module learns to warp
    each training image onto a template drawn (seeded) from the training images; ``L_reg = MSE(I_M, I_T)``.
 2. ``centres`` (one epoch): the local centres ``F_C`` are the mean reduced ``F_Mixed`` of the aligned
-   training images, summed over all ranks under DDP.
+   training images, summed over all ranks under DDP (an image the sampler repeats counts once).
 3. ``localise`` (``alm_epochs``): ``N_M`` learns to map features to their centres (eq. 3), and, with
    outlier exposure, generated defects at least ``margin`` away from them (eq. 5).
 
@@ -33,17 +33,22 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from anomalib import LearningType
 from anomalib.data import Batch
-from anomalib.data.transforms.utils import extract_transforms_by_type
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torchvision.transforms.v2 import Compose, Normalize, Resize
+from torchvision.transforms.v2 import Compose, Resize
 
-from anomalib_surface.components import check_finite, paths_of_test_split
-from anomalib_surface.components.checks import require_int, require_number
+from anomalib_surface.components import (
+    UnseenImages,
+    allow_unused_parameters,
+    check_finite,
+    image_keys,
+    paths_of_test_split,
+)
+from anomalib_surface.components.checks import require_int, require_number, require_unnormalised_inputs
 
 from .defect_generation import DefectGenerator
 from .loss import LocalCentreLoss
@@ -157,6 +162,7 @@ class Locc(AnomalibModule):
         )
         self._centre_sum: torch.Tensor | None = None
         self._centre_count: torch.Tensor | None = None
+        self._centre_images = UnseenImages()
 
     @classmethod
     def smoke_test_init_args(cls) -> dict[str, Any]:
@@ -192,11 +198,14 @@ class Locc(AnomalibModule):
         """Current training phase (the last one reached, once training is over)."""
         return LoccPhase(int(self.model.phase))
 
+    def setup(self, stage: str) -> None:
+        """Let DDP accept the parameters that the current phase does not train (the IMM or ``N_M``)."""
+        del stage
+        allow_unused_parameters(self._trainer)
+
     def on_train_start(self) -> None:
         """Check the pre-processing, the foreign source folder, and draw the template on a fresh start."""
-        if self.pre_processor and extract_transforms_by_type(self.pre_processor.transform, Normalize):
-            msg = "Locc expects images in [0, 1]: remove Normalize from the pre-processor (the model normalises)."
-            raise ValueError(msg)
+        require_unnormalised_inputs(self.pre_processor, "Locc")
         if self.defect_generator is not None:
             self.defect_generator.check_disjoint_from(paths_of_test_split(self.trainer))
         if self.model.imm is not None and not self.model.imm.has_template:
@@ -228,13 +237,14 @@ class Locc(AnomalibModule):
         self.model.phase.fill_(int(phase))
         if phase == LoccPhase.CENTRES:
             self._centre_sum, self._centre_count = None, None
+            self._centre_images = UnseenImages()
 
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """One step of the current phase; returns the loss of that phase."""
         del args, kwargs  # These variables are not used.
         phase = self.phase
         if phase == LoccPhase.CENTRES:
-            return {"loss": self._accumulate_centres(batch.image)}
+            return {"loss": self._accumulate_centres(batch.image, image_keys(batch.image, batch.image_path))}
         if phase == LoccPhase.ALIGN:
             name, loss = "registration_loss", self._registration_loss(batch.image)
         else:
@@ -248,15 +258,18 @@ class Locc(AnomalibModule):
         aligned, _ = self.model.align(images)
         return F.mse_loss(aligned, self.model.imm.template.expand_as(aligned))
 
-    def _accumulate_centres(self, images: torch.Tensor) -> torch.Tensor:
+    def _accumulate_centres(self, images: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Add the batch's reduced ``F_Mixed`` to the centre sums; return a zero loss.
+
+        Images with ``[B]`` ``keys`` already counted (on any rank: ``DistributedSampler`` repeats images to
+        even out the shards) are left out, so the centres equal those of one process over the same images.
 
         The loss is zero times ``N_M``'s weights because Lightning needs a backward pass in every step
         under DDP; the gradients are zero and ``N_M`` has no optimiser state yet, so nothing changes.
         """
         with torch.no_grad():
             aligned, _ = self.model.align(images)
-            reduced = self.model.alm.reduce(self.model.alm.mixed_features(aligned))
+            reduced = self.model.alm.reduce(self.model.alm.mixed_features(aligned))[self._centre_images.mask(keys)]
         batch_sum, batch_count = reduced.sum(dim=0), torch.tensor(float(len(reduced)), device=reduced.device)
         if self._centre_sum is None:
             self._centre_sum, self._centre_count = batch_sum, batch_count

@@ -5,10 +5,12 @@
   ``N_R``, which outputs a rigid transform ``(Tx, Ty, θ)``; a spatial transformer warps ``I_O`` into the
   aligned image ``I_M``. The last layer of ``N_R`` is zero-initialised, so training starts at identity.
 - :class:`AnomalyLocalisationModule`: frozen backbone (ResNet-18 stages 1-3) features of ``I_M``,
-  up-sampled to the stage-1 grid and concatenated (``F_Mixed``), mapped by ``N_M`` (two 1×1
-  convolutions) to ``F_M``; anomaly score of a position = half cosine distance of ``F_M`` to the local
-  centre ``F_C``. ``F_C`` is the mean, over defect-free training images, of ``F_Mixed`` reduced to
-  ``feature_dim`` channels by a fixed random orthonormal projection (seeded, stored as a buffer).
+  up-sampled to the stage-1 grid and concatenated (``F_Mixed``), mapped by ``N_M`` to ``F_M``; anomaly
+  score of a position = half cosine distance of ``F_M`` to the local centre ``F_C``. ``F_C`` is the
+  mean, over defect-free training images, of ``F_Mixed`` reduced to ``feature_dim`` channels by a fixed
+  random orthonormal projection (seeded, stored as a buffer). ``N_M`` is that reduction plus a learnt
+  residual (two bias-free 1×1 convolutions, the last one zero-initialised), so that untrained ``F_M``
+  lie in the space of their centres.
 - :class:`LoccModel`: both together; ``forward`` returns the anomaly map in input coordinates.
 """
 
@@ -165,10 +167,11 @@ class AnomalyLocalisationModule(DynamicBufferMixin):
             msg = f"hidden_dim must be >= 1, got {hidden_dim}."
             raise ValueError(msg)
         self.mapper = nn.Sequential(
-            nn.Conv2d(mixed_channels, hidden_dim, 1),
+            nn.Conv2d(mixed_channels, hidden_dim, 1, bias=False),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden_dim, feature_dim, 1),
+            nn.Conv2d(hidden_dim, feature_dim, 1, bias=False),
         )
+        nn.init.zeros_(self.mapper[-1].weight)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("projection", _orthonormal_projection(mixed_channels, feature_dim, projection_seed))
@@ -209,8 +212,14 @@ class AnomalyLocalisationModule(DynamicBufferMixin):
         return half_cosine_distance(features, centres.to(features.dtype)).unsqueeze(1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``F_M`` ``[B, D, h, w]`` of aligned images ``[B, 3, H, W]`` in ``[0, 1]``."""
-        return self.mapper(self.mixed_features(images))
+        """``F_M`` ``[B, D, h, w]`` of aligned images ``[B, 3, H, W]`` in ``[0, 1]``.
+
+        ``N_M`` is the reduction of the centres plus a learnt residual whose last layer starts at zero,
+        so that training starts from the distance of the reduced ``F_Mixed`` to its local mean. The
+        residual has no bias terms: a bias would let ``N_M`` map every input onto the centres.
+        """
+        mixed = self.mixed_features(images)
+        return self.reduce(mixed) + self.mapper(mixed)
 
 
 class LoccModel(nn.Module):

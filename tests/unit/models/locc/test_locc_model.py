@@ -105,7 +105,8 @@ def test_phases_and_max_epochs() -> None:
 
 @pytest.mark.parametrize(("center", "grid"), [("map", (16, 16)), ("vector", (1, 1))])
 def test_centres_are_summed_over_all_ranks(center: str, grid: tuple[int, int]) -> None:
-    """The centres are the mean over the images of every rank: sums and counts are all-reduced."""
+    """The centres are the mean over the images of every rank: sums and counts are all-reduced; an image
+    seen again (as ``DistributedSampler`` repeats images to even out the shards) counts once."""
     torch.manual_seed(0)
     model = tiny_locc(center=center)
     model.model.imm.set_template(torch.rand(3, SIZE, SIZE))
@@ -118,8 +119,9 @@ def test_centres_are_summed_over_all_ranks(center: str, grid: tuple[int, int]) -
 
     model.on_train_epoch_start()
     assert model.phase == LoccPhase.CENTRES
-    for half in images.split(2):
-        loss = model._accumulate_centres(half)  # noqa: SLF001
+    keys = torch.arange(len(images))
+    for half, half_keys in [*zip(images.split(2), keys.split(2), strict=True), (images[:1], keys[:1])]:
+        loss = model._accumulate_centres(half, half_keys)  # noqa: SLF001
         assert loss.item() == 0.0 and loss.requires_grad
     model.on_train_epoch_end()
 
