@@ -225,8 +225,8 @@ class Dmp(AnomalibModule):
         losses = self.loss(batch.image, reconstruction, masks, logits)
         check_finite(losses, self.global_step)
         terms = {f"train_{name}": value.detach() for name, value in losses.items() if name != "loss"}
-        self.log_dict(terms, on_epoch=True)
-        self.log("train_loss", losses["loss"].detach(), on_epoch=True, prog_bar=True)
+        self.log_dict(terms, on_epoch=True, batch_size=len(batch.image))
+        self.log("train_loss", losses["loss"].detach(), on_epoch=True, prog_bar=True, batch_size=len(batch.image))
         return {"loss": losses["loss"]}
 
     def on_train_batch_end(self, outputs: STEP_OUTPUT, batch: Batch, batch_idx: int) -> None:

@@ -35,6 +35,12 @@ __all__ = [
     "ReparamLargeKernelConv",
 ]
 
+DEFECT_PRIOR = 0.01
+"""Defect probability that the untrained defect prediction network outputs everywhere (its head's bias is
+``logit(DEFECT_PRIOR)``, the prior initialisation of the focal loss, Lin et al., ICCV 2017). With a zero bias
+it would start at 0.5, and Adam, which moves a bias by about the learning rate per step, would spend thousands
+of steps lowering the background before the map can localise anything."""
+
 
 def stage_widths(base_width: int, depth: int) -> list[int]:
     """Channel widths of stage 0 (full resolution) to stage ``depth``: doubled per stage, at most ``8 x``."""
@@ -256,7 +262,8 @@ class DefectPredictionNetwork(nn.Module):
     Stage ``s`` halves the resolution with a strided ``3 x 3`` convolution and then applies a large-kernel
     block (stages ``s >= 2``, i.e. strides 4 to ``2^depth``, as in RepLKNet) or a ``3 x 3`` convolution
     (stage 1, where a ``31 x 31`` depthwise convolution would cost 4 times more than at stride 4).
-    The decoder up-samples and fuses the skip connection of every stage.
+    The decoder up-samples and fuses the skip connection of every stage. The untrained network predicts
+    :data:`DEFECT_PRIOR` everywhere.
 
     Args:
         in_channels: Input channels (image and reconstruction concatenated: 6).
@@ -290,6 +297,7 @@ class DefectPredictionNetwork(nn.Module):
             double_conv(widths[stage] + widths[stage - 1], widths[stage - 1]) for stage in range(depth, 0, -1)
         )
         self.head = nn.Conv2d(widths[0], 1, kernel_size=1)
+        nn.init.constant_(self.head.bias, torch.logit(torch.tensor(DEFECT_PRIOR)).item())
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Defect-map logits ``[B, 1, H, W]`` of ``[B, in_channels, H, W]`` inputs."""

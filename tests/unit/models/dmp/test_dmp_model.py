@@ -14,7 +14,7 @@ from anomalib_surface.models.dmp import Dmp, DmpModel
 from anomalib_surface.models.dmp.anomaly_map import MeanFilteredMax
 from anomalib_surface.models.dmp.feature_extractor import EncoderFeatures, PretrainedFeatures, build_feature_extractor
 from anomalib_surface.models.dmp.loss import DmpLoss
-from anomalib_surface.models.dmp.torch_model import ReconstructionEncoder, ReparamLargeKernelConv
+from anomalib_surface.models.dmp.torch_model import DEFECT_PRIOR, ReconstructionEncoder, ReparamLargeKernelConv
 
 TINY = {"reconstruction_width": 4, "prediction_width": 4, "depth": 2, "score_filter_size": 5}
 
@@ -73,6 +73,16 @@ def test_training_forward_returns_reconstruction_and_logits() -> None:
     reconstruction, logits = DmpModel(**TINY).train()(torch.rand(2, 3, 36, 44))  # size not divisible by 4
     assert reconstruction.shape == (2, 3, 36, 44)
     assert logits.shape == (2, 1, 36, 44)
+
+
+def test_untrained_network_predicts_the_defect_prior() -> None:
+    """Regression: a zero head bias started every map at 0.5, and short trainings never got it down."""
+    model = DmpModel(**TINY)
+    with torch.no_grad():
+        eval_map = model.eval()(torch.rand(2, 3, 32, 32)).anomaly_map
+        _, logits = model.train()(torch.rand(2, 3, 32, 32))
+    for anomaly_map in (eval_map, torch.sigmoid(logits)):
+        assert anomaly_map.median() == pytest.approx(DEFECT_PRIOR, rel=0.5)
 
 
 def test_score_is_max_of_mean_filtered_map() -> None:
