@@ -4,6 +4,7 @@ Usage (from the repository root)::
 
     python -m benchmarks.run --suite demo                # every plugin model + Patchcore, Padim, Draem, Stfpm
     python -m benchmarks.run --suite clgan               # Clgan vs its autoencoder ablation and Draem + studies
+    python -m benchmarks.run --suite locc                # Locc ±IMM ±DGM, Padim, Patchcore on SurfaceDemo-RTO (MadRto)
     python -m benchmarks.run --suite demo --no-pretrained
     python -m benchmarks.run --suite demo --resume       # skip entries finished in an earlier run
 
@@ -37,6 +38,7 @@ def _arrays_path(output: Path, entry: str, category: str) -> Path:
 def run_suite(args: argparse.Namespace) -> list[Record]:
     """Run (or resume) every entry of the suite on every category; write tables and figures as it goes."""
     suite = SUITES[args.suite]
+    args.data = args.data or suite.data
     entries: list[Entry] = suite.entries(pre_trained=args.pretrained)
     if args.models:
         entries = [entry for entry in entries if entry.name in args.models or entry.model in args.models]
@@ -119,8 +121,9 @@ def run_studies(names: tuple[str, ...], arrays_by_category: dict[str, dict[str, 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="anomalib-surface benchmark runner")
     parser.add_argument("--suite", choices=sorted(SUITES), default="demo")
-    parser.add_argument("--data", default="SurfaceDemo", help="SurfaceDemo, MadRto, TextureFolder, MVTecAD, VisA or Folder")
-    parser.add_argument("--root", default=None, help="dataset root (required for all but SurfaceDemo)")
+    parser.add_argument("--data", default=None,
+                        help="SurfaceDemo, MadRto, TextureFolder, MVTecAD, VisA or Folder (default: the suite's)")
+    parser.add_argument("--root", default=None, help="dataset root (required for all but SurfaceDemo; MadRto without it: SurfaceDemo-RTO)")
     parser.add_argument("--categories", nargs="*", default=None, help="default: the suite's categories")
     parser.add_argument("--models", nargs="*", default=None, help="only these entries (names or model classes)")
     parser.add_argument("--image-size", type=int, default=128)

@@ -71,7 +71,18 @@ def plugin_entries(pre_trained: bool) -> list[Entry]:
     """Every plugin model in its CPU preset (128 px, small widths, phase epochs sized for ~2 minutes)."""
     return [
         clgan_entries(pre_trained)[0],
-        Entry("Dmp", "Dmp", {"reconstruction_width": 16, "prediction_width": 16, "depth": 3, "score_filter_size": 11}),
+        Entry(
+            "Dmp",
+            "Dmp",
+            {
+                "reconstruction_width": 16,
+                "prediction_width": 16,
+                "depth": 3,
+                "score_filter_size": 11,
+                "learning_rate": 1e-3,
+                "anomaly_source_path": str(anomaly_source_folder()),  # Draem's source too
+            },
+        ),
         Entry(
             "Tocoad",
             "Tocoad",
@@ -89,7 +100,10 @@ def plugin_entries(pre_trained: bool) -> list[Entry]:
         Entry(
             "Locc",
             "Locc",
-            {"backbone": BACKBONE, "pre_trained": pre_trained, "imm_epochs": 8, "alm_epochs": 8, "imm_channels": [16, 32, 64]},
+            # alm_lr 1e-4, not the paper's 1e-3: at 1e-3 the pull of eq. 3 collapses the distances in the first
+            # epochs (see the Locc README), and 8 epochs are too few for the defects of eq. 5 to separate them again.
+            {"backbone": BACKBONE, "pre_trained": pre_trained, "imm_epochs": 8, "alm_epochs": 8, "alm_lr": 1e-4,
+             "imm_channels": [16, 32, 64]},
         ),
         Entry(
             "Pgcn",
@@ -108,6 +122,52 @@ def plugin_entries(pre_trained: bool) -> list[Entry]:
     ]
 
 
+
+def tocoad_entries(pre_trained: bool) -> list[Entry]:
+    """Tocoad, its ablations (stage-2 fine-tuning off; stage-1 negative guidance off; longer stage 2) and Patchcore."""
+    (tocoad,) = [entry for entry in plugin_entries(pre_trained) if entry.name == "Tocoad"]
+    variants = {
+        "Tocoad stage 2 off (frozen features)": {"stage2_epochs": 0},
+        "Tocoad stage 1 off (SimSiam only)": {"stage1_epochs": 0, "negative_weight": 0.0},
+        "Tocoad stage 2 x3 (9 epochs)": {"stage2_epochs": 9},
+    }
+    ablations = [dataclasses.replace(tocoad, name=name, init_args={**tocoad.init_args, **change}) for name, change in variants.items()]
+    patchcore = [entry for entry in baselines(pre_trained) if entry.model == "Patchcore"]
+    return [tocoad, *ablations, *patchcore]
+
+
+def locc_entries(pre_trained: bool) -> list[Entry]:
+    """Locc with and without its image matching (IMM) and defect generation (DGM) modules, Padim and Patchcore."""
+    (locc,) = [entry for entry in plugin_entries(pre_trained) if entry.name == "Locc"]
+    variants = {
+        "Locc +IMM +DGM": {},
+        "Locc +IMM -DGM": {"outlier_exposure": False},
+        "Locc -IMM +DGM": {"align": False},
+        "Locc -IMM -DGM": {"align": False, "outlier_exposure": False},
+    }
+    ablations = [dataclasses.replace(locc, name=name, init_args={**locc.init_args, **change}) for name, change in variants.items()]
+    return ablations + [entry for entry in baselines(pre_trained) if entry.model in {"Padim", "Patchcore"}]
+
+
+DMP_SUITE_EPOCHS = 25
+"""Epoch budget of every entry of the ``dmp`` suite (5 steps each at 40 images, batch 8): about 25 minutes at
+64 px on 2 busy cores, most of it Draem's."""
+
+
+def dmp_entries(pre_trained: bool) -> list[Entry]:
+    """Dmp, the paper's ablations (5x5 kernels; no feature consistency; gradient update), Draem and Patchcore."""
+    (dmp,) = [entry for entry in plugin_entries(pre_trained) if entry.name == "Dmp"]
+    variants = {
+        "Dmp": {},
+        "Dmp small kernels (5x5)": {"kernel_size": 5},
+        "Dmp no feature consistency": {"feature_consistency": False},
+        "Dmp gradient update": {"feature_extractor": "gradient"},
+    }
+    ablations = [dataclasses.replace(dmp, name=name, init_args={**dmp.init_args, **change}) for name, change in variants.items()]
+    baseline = [entry for entry in baselines(pre_trained) if entry.model in {"Draem", "Patchcore"}]
+    return [dataclasses.replace(entry, max_epochs=DMP_SUITE_EPOCHS) for entry in ablations + baseline]
+
+
 @dataclasses.dataclass(frozen=True)
 class Suite:
     """A named set of entries, the categories they run on and the post-processing studies to add."""
@@ -116,6 +176,8 @@ class Suite:
     build: Callable[[bool], list[Entry]]
     categories: tuple[str, ...] = SURFACE_DEMO_CATEGORIES
     studies: tuple[str, ...] = ()
+    data: str = "SurfaceDemo"
+    """``--data`` when the command line gives none."""
 
     def entries(self, pre_trained: bool) -> list[Entry]:
         return self.build(pre_trained)
@@ -123,6 +185,13 @@ class Suite:
 
 SUITES = {
     "demo": Suite("Plugin models and anomalib baselines on SurfaceDemo", lambda pt: plugin_entries(pt) + baselines(pt)),
+    "tocoad": Suite("Tocoad: stage-2 fine-tuning vs frozen features, beside Patchcore on the same backbone", tocoad_entries),
+    "locc": Suite("Locc ±IMM ±DGM on misaligned data (RTO variant), beside Padim and Patchcore", locc_entries, data="MadRto"),
+    "dmp": Suite(
+        "Dmp: large kernels, feature consistency, parameter copying; beside Draem and Patchcore at equal epochs",
+        dmp_entries,
+        categories=("brick",),
+    ),
     "clgan": Suite(
         "Clgan: contrastive and adversarial terms vs a plain autoencoder, and Draem",
         lambda pt: clgan_entries(pt) + [entry for entry in baselines(pt) if entry.model in {"Draem", "Patchcore"}],
@@ -132,12 +201,19 @@ SUITES = {
 
 
 def build_datamodule(args: argparse.Namespace, category: str) -> AnomalibDataModule:
-    """The datamodule named by ``--data`` for one category (``--root`` for all but SurfaceDemo)."""
+    """The datamodule named by ``--data`` for one category (``--root`` for all but SurfaceDemo and MadRto).
+
+    ``--data MadRto`` without ``--root`` is the RTO variant (random rotation + crop) of SurfaceDemo.
+    """
     import anomalib.data
+
+    from anomalib_surface.data.surface_demo import make_surface_demo
 
     common = {"category": category, "train_batch_size": args.batch_size, "eval_batch_size": args.batch_size, "num_workers": 0}
     if args.data == "SurfaceDemo":
         return anomalib.data.SurfaceDemo(image_size=args.image_size, seed=args.seed, **common)
+    if args.data == "MadRto" and args.root is None:
+        return anomalib.data.MadRto(root=make_surface_demo(categories=category, image_size=args.image_size), **common)
     if args.root is None:
         msg = f"--data {args.data} needs --root <dataset folder>."
         raise SystemExit(msg)

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
-from anomalib.data.transforms.utils import extract_transforms_by_type
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
@@ -36,9 +35,16 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torchvision.transforms.v2 import Compose, Normalize, Resize
+from torchvision.transforms.v2 import Compose, Resize
 
-from anomalib_surface.components import SyntheticAnomalyGenerator, check_finite, paths_of_test_split
+from anomalib_surface.components import (
+    SyntheticAnomalyGenerator,
+    allow_unused_parameters,
+    broadcast_buffers,
+    check_finite,
+    paths_of_test_split,
+)
+from anomalib_surface.components.checks import require_unnormalised_inputs
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 from anomalib_surface.post_processing import DoubleThresholdMorphology
 
@@ -218,11 +224,14 @@ class Clgan(AnomalibModule):
         return optimizers
 
     def setup(self, stage: str) -> None:
-        """Build the synthetic-anomaly generator when fitting with ``corrupt_inputs``.
+        """Build the synthetic-anomaly generator when fitting with ``corrupt_inputs``; set up DDP.
 
         It is built here rather than in ``__init__`` so that loading a checkpoint for inference never needs
         the anomaly source folder; a missing or empty folder raises ``FileNotFoundError`` when fitting starts.
+        DDP must accept parameters without gradient: each of the two backward passes of a step reaches only
+        the discriminator or only the generator side.
         """
+        allow_unused_parameters(self._trainer)
         if stage == "fit" and self.corrupt_inputs and self.corruptor is None:
             self.corruptor = SyntheticAnomalyGenerator(
                 anomaly_source_path=self.anomaly_source_path,
@@ -231,12 +240,7 @@ class Clgan(AnomalibModule):
 
     def on_train_start(self) -> None:
         """Refuse normalising pre-processors and synthetic-anomaly sources that overlap the test split."""
-        if self.pre_processor is not None and extract_transforms_by_type(
-            getattr(self.pre_processor, "transform", None),
-            Normalize,
-        ):
-            msg = "Clgan reconstructs images in [0, 1]: its pre_processor must not contain Normalize."
-            raise ValueError(msg)
+        require_unnormalised_inputs(self.pre_processor, "Clgan")
         if self.corruptor is not None:
             self.corruptor.check_disjoint_from(paths_of_test_split(self.trainer))
 
@@ -304,6 +308,18 @@ class Clgan(AnomalibModule):
         self.log_dict(logs, on_epoch=True, logger=True)
         self.log("train_loss", g_loss.detach(), on_epoch=True, prog_bar=True, logger=True)
         return {"loss": g_loss.detach()}
+
+    def on_validation_start(self) -> None:
+        """Validate with rank 0's buffers on every DDP rank (see :meth:`on_train_epoch_end`)."""
+        broadcast_buffers(self.model)
+
+    def on_train_epoch_end(self) -> None:
+        """Give every DDP rank rank 0's buffers (BatchNorm statistics with ``norm="batch"``).
+
+        With manual optimisation DDP does not broadcast buffers, so each rank would keep the statistics of its
+        own batches.
+        """
+        broadcast_buffers(self.model)
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Residual-based anomaly maps and scores merged into the batch."""

@@ -28,17 +28,21 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from anomalib import LearningType
 from anomalib.data import Batch
-from anomalib.data.transforms.utils import extract_transforms_by_type
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torchvision.transforms.v2 import Compose, Normalize, Resize
+from torchvision.transforms.v2 import Compose, Resize
 
-from anomalib_surface.components import SyntheticAnomalyGenerator, check_finite, paths_of_test_split
-from anomalib_surface.components.checks import require_int, require_number
+from anomalib_surface.components import (
+    SyntheticAnomalyGenerator,
+    allow_unused_parameters,
+    check_finite,
+    paths_of_test_split,
+)
+from anomalib_surface.components.checks import require_int, require_number, require_unnormalised_inputs
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 
 from .loss import ComparatorLoss
@@ -239,12 +243,14 @@ class Pgcn(AnomalibModule):
             {"params": self.model.comparator.parameters(), "lr": self.comparator_lr},
         ])
 
+    def setup(self, stage: str) -> None:
+        """Let DDP accept the parameters of the network that the current phase does not train."""
+        del stage
+        allow_unused_parameters(self._trainer)
+
     def on_train_start(self) -> None:
         """Refuse normalising pre-processors and synthetic-anomaly sources that overlap the test split."""
-        transform = getattr(self.pre_processor, "transform", None)
-        if transform is not None and extract_transforms_by_type(transform, Normalize):
-            msg = "Pgcn generates patches in [0, 1]: its pre_processor must not contain Normalize."
-            raise ValueError(msg)
+        require_unnormalised_inputs(self.pre_processor, "Pgcn")
         self.augmenter.check_disjoint_from(paths_of_test_split(self.trainer))
 
     def on_train_epoch_start(self) -> None:
