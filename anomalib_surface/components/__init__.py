@@ -1,6 +1,7 @@
 """Building blocks shared by the anomalib-surface models."""
 
 from .backbone import PretrainedWeightsUnavailableError, create_backbone
+from .batch_norm import PreciseBatchNorm
 from .coreset import greedy_coreset, greedy_k_center
 from .distributed import UnseenImages, allow_unused_parameters, broadcast_buffers
 from .memory_bank import PatchFeatureStore, all_gather_rows, image_keys
@@ -13,6 +14,7 @@ __all__ = [
     "NearestNeighborSearch",
     "NonFiniteLossError",
     "PatchFeatureStore",
+    "PreciseBatchNorm",
     "PretrainedWeightsUnavailableError",
     "RealisticAnomalyGenerator",
     "SyntheticAnomalyGenerator",

@@ -37,8 +37,10 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_surface.components import (
+    PreciseBatchNorm,
     SyntheticAnomalyGenerator,
     allow_unused_parameters,
+    broadcast_buffers,
     check_finite,
     paths_of_test_split,
 )
@@ -106,6 +108,12 @@ class Pgcn(AnomalibModule):
             (e.g. DTD); ``None`` fills them from other training images. Defaults to ``None``.
         anomaly_probability (float): Fraction of training images given a synthetic anomaly in phase 2.
             Defaults to ``0.75``.
+        recalibrate_batch_norm (bool): Precise BatchNorm: at the start of every comparator epoch, reset the
+            comparator's BatchNorm running statistics and accumulate them as the plain average over that
+            epoch's batches (``momentum=None``; restored when training ends). The eval-mode statistics then
+            belong to the final weights; the default moving average still holds much of the untrained
+            comparator's statistics after a few comparator epochs, and eval-mode logits can then be unrelated to
+            train-mode ones. Under DDP the statistics are rank 0's. Defaults to ``True``.
         pre_processor (PreProcessor | bool): Pre-processor; ``True`` resizes to ``image_size`` without
             normalisation (images stay in ``[0, 1]``). Defaults to ``True``.
         post_processor (PostProcessor | bool): Post-processor, e.g.
@@ -135,6 +143,7 @@ class Pgcn(AnomalibModule):
         mask_loss_weight: float = 1.0,
         anomaly_source_path: str | Path | None = None,
         anomaly_probability: float = 0.75,
+        recalibrate_batch_norm: bool = True,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -185,6 +194,7 @@ class Pgcn(AnomalibModule):
         self.generator_lr = generator_lr
         self.comparator_lr = comparator_lr
         self.triplets_per_image = triplets_per_image
+        self.comparator_batch_norm = PreciseBatchNorm(self.model.comparator) if recalibrate_batch_norm else None
         self.register_buffer("training_phase", torch.tensor(GENERATOR_PHASE))
         self.training_phase: torch.Tensor
 
@@ -254,11 +264,31 @@ class Pgcn(AnomalibModule):
         self.augmenter.check_disjoint_from(paths_of_test_split(self.trainer))
 
     def on_train_epoch_start(self) -> None:
-        """Enter the phase of the current epoch: only that phase's network trains (the other is frozen)."""
+        """Enter the phase of the current epoch: only that phase's network trains (the other is frozen).
+
+        In comparator epochs with ``recalibrate_batch_norm``, the comparator's BatchNorm statistics restart as
+        the average over this epoch's batches, so training stopped after any epoch (or resumed within one)
+        leaves statistics of recent weights.
+        """
         phase = GENERATOR_PHASE if self.current_epoch < self.generator_epochs else COMPARATOR_PHASE
         self.training_phase.fill_(phase)
         self.model.generator.requires_grad_(phase == GENERATOR_PHASE)
         self.model.comparator.requires_grad_(phase == COMPARATOR_PHASE)
+        if phase == COMPARATOR_PHASE and self.comparator_batch_norm is not None:
+            self.comparator_batch_norm.start()
+
+    def on_train_epoch_end(self) -> None:
+        """Give every DDP rank rank 0's BatchNorm statistics, which Lightning saves in checkpoints.
+
+        DDP broadcasts rank 0's buffers before each training forward, but each rank's last batch still updates
+        its own copy afterwards.
+        """
+        broadcast_buffers(self.model.comparator)
+
+    def on_train_end(self) -> None:
+        """Restore the comparator's BatchNorm momenta (the recalibrated statistics are kept)."""
+        if self.comparator_batch_norm is not None:
+            self.comparator_batch_norm.stop()
 
     def generator_step(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Phase 1: MSE of the generator on random three-patch strips of ``[B, 3, H, W]`` images."""

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from anomalib.data import ImageBatch
+from anomalib.engine import Engine
 from lightning.pytorch import Callback
 
 from anomalib_surface.components import NonFiniteLossError
+from anomalib_surface.data import SurfaceDemo
 from anomalib_surface.models.pgcn import Pgcn
 from anomalib_surface.models.pgcn.anomaly_map import complete_directions, patch_masks_to_map
 from anomalib_surface.models.pgcn.loss import ComparatorLoss, match_labels
@@ -19,6 +25,7 @@ from anomalib_surface.models.pgcn.torch_model import PatternComparator, PatternG
 from anomalib_surface.post_processing.bidirectional import intersect_predictions
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+CONFIG = Path(__file__).parents[4] / "configs" / "model" / "pgcn.yaml"
 
 TINY = {
     "patch_size": 2,
@@ -180,6 +187,18 @@ def test_image_size_comes_from_the_pre_processor() -> None:
     assert model.trainer_arguments == {"max_epochs": 2, "num_sanity_val_steps": 0}
 
 
+def test_config_lists_every_option_with_its_default() -> None:
+    config = yaml.safe_load(CONFIG.read_text())["model"]
+    assert config["class_path"] == "Pgcn"
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(Pgcn.__init__).parameters.items()
+        if name not in {"self", "pre_processor", "post_processor", "evaluator", "visualizer"}
+    }
+    expected = {name: list(value) if isinstance(value, tuple) else value for name, value in defaults.items()}
+    assert config["init_args"] == expected
+
+
 def test_non_finite_loss_stops_training() -> None:
     model = Pgcn(**Pgcn.smoke_test_init_args())
     images = torch.full((2, 3, 64, 64), float("nan"))
@@ -196,12 +215,8 @@ class GeneratorSnapshot(Callback):
             self.comparator = {k: v.clone() for k, v in pl_module.model.comparator.state_dict().items()}
 
 
-def test_two_phases_in_one_fit_and_checkpoint(tmp_path: Path) -> None:
-    from anomalib.engine import Engine
-
-    from anomalib_surface.data import SurfaceDemo
-
-    torch.manual_seed(0)
+def _fit(model: Pgcn, tmp_path: Path, callback: Callback, train_batch_size: int = 4) -> Engine:
+    """Fit ``model`` on four 64x64 demo images, without validation."""
     datamodule = SurfaceDemo(
         root=tmp_path / "demo",
         category="brick",
@@ -209,12 +224,10 @@ def test_two_phases_in_one_fit_and_checkpoint(tmp_path: Path) -> None:
         num_train=4,
         num_test_good=1,
         num_test_defect_per_type=1,
-        train_batch_size=4,
+        train_batch_size=train_batch_size,
         eval_batch_size=4,
         num_workers=0,
     )
-    model = Pgcn(**Pgcn.smoke_test_init_args(), evaluator=False, visualizer=False)
-    snapshot = GeneratorSnapshot()
     engine = Engine(
         accelerator="cpu",
         devices=1,
@@ -222,9 +235,17 @@ def test_two_phases_in_one_fit_and_checkpoint(tmp_path: Path) -> None:
         limit_val_batches=0,
         logger=False,
         enable_progress_bar=False,
-        callbacks=[snapshot],
+        callbacks=[callback],
     )
     engine.fit(model, datamodule=datamodule)
+    return engine
+
+
+def test_two_phases_in_one_fit_and_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Pgcn(**Pgcn.smoke_test_init_args(), evaluator=False, visualizer=False)
+    snapshot = GeneratorSnapshot()
+    engine = _fit(model, tmp_path, snapshot)
     assert engine.trainer.current_epoch == 2
     assert model.phase == 2
     generator, comparator = model.model.generator.state_dict(), model.model.comparator.state_dict()
@@ -240,3 +261,42 @@ def test_two_phases_in_one_fit_and_checkpoint(tmp_path: Path) -> None:
         expected, actual = model.eval().model(images), reloaded.eval().model(images)
     assert torch.allclose(actual.anomaly_map, expected.anomaly_map)
     assert torch.allclose(actual.pred_score, expected.pred_score)
+
+
+class BatchNormInputs(Callback):
+    """Batch mean and unbiased variance ``[C]`` of each comparator BatchNorm input, per train-mode call of an epoch."""
+
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        for name, norm in pl_module.model.comparator.named_modules():
+            if isinstance(norm, torch.nn.BatchNorm2d):
+                norm.register_forward_pre_hook(partial(self._record, name))
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self.epoch: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
+
+    def _record(self, name: str, norm: torch.nn.BatchNorm2d, inputs: tuple[torch.Tensor]) -> None:
+        if norm.training:
+            self.epoch[name].append((inputs[0].mean(dim=(0, 2, 3)), inputs[0].var(dim=(0, 2, 3))))
+
+
+@pytest.mark.parametrize("recalibrate", [True, False])
+def test_comparator_batch_norm_statistics_are_those_of_the_last_epoch(tmp_path: Path, recalibrate: bool) -> None:
+    """Regression: the moving average left eval-mode comparator logits unrelated to train mode (chance AUROC)."""
+    torch.manual_seed(0)
+    args = {**Pgcn.smoke_test_init_args(), "comparator_epochs": 2, "recalibrate_batch_norm": recalibrate}
+    model = Pgcn(**args, evaluator=False, visualizer=False)
+    inputs = BatchNormInputs()
+    _fit(model, tmp_path, inputs, train_batch_size=2)  # two steps per epoch
+    modules = model.model.comparator.named_modules()
+    norms = {name: module for name, module in modules if isinstance(module, torch.nn.BatchNorm2d)}
+    assert inputs.epoch.keys() == norms.keys()
+    for name, norm in norms.items():
+        calls = inputs.epoch[name]
+        means, variances = (torch.stack(stats).mean(dim=0) for stats in zip(*calls, strict=True))
+        assert norm.momentum == 0.1  # restored after training
+        last_epoch_average = torch.allclose(norm.running_mean, means, atol=1e-5) and torch.allclose(
+            norm.running_var, variances, rtol=1e-4
+        )
+        assert last_epoch_average == recalibrate, name
+        # recalibrated: counted since the last epoch began; moving average: over both comparator epochs
+        assert norm.num_batches_tracked == len(calls) * (1 if recalibrate else 2), name
