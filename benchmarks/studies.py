@@ -4,13 +4,15 @@
   maps) against :class:`DoubleThresholdMorphology` (per-image thresholds, no calibration) on the *same*
   maps, pixel P/R/ACC/F1/IoU. SurfaceDemo validates on its test images, so the threshold the model
   calibrated is optimistic; the study therefore also calibrates it on one half of the images and applies
-  it to the other (2-fold), as a held-out validation set would.
+  it to the other (2-fold), as a held-out validation set would. The same held-out protocol calibrates
+  ``DoubleThresholdMorphology(threshold_statistics="normal", factor_grid=...)``: its validation callbacks
+  see one half (defect-free pixel statistics, factor by pixel F1) and it segments the other.
 - :func:`factor_sweep`: the CLGAN paper's threshold-factor sweep (``k`` from 2.0 to 3.0).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,6 +22,8 @@ from anomalib.metrics import F1AdaptiveThreshold
 from anomalib_surface.post_processing import DoubleThresholdMorphology
 
 SEGMENTATION_KEYS = ("precision", "recall", "accuracy", "F1", "IoU")
+# DoubleThresholdMorphology calibrated on validation maps: defect-free statistics, high factor by pixel F1.
+VALIDATED_OPTIONS = {"threshold_statistics": "normal", "factor_grid": tuple(np.arange(1.0, 16.01, 0.5).tolist())}
 
 
 def segmentation_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -55,14 +59,40 @@ def f1_adaptive_threshold(raw_maps: np.ndarray, gt_masks: np.ndarray) -> float:
     return float(metric.compute())
 
 
-def held_out_threshold_masks(raw_maps: np.ndarray, gt_masks: np.ndarray) -> np.ndarray:
-    """Masks from F1-adaptive thresholds calibrated on the other half of the images (even/odd 2-fold)."""
-    masks = np.zeros_like(gt_masks, dtype=bool)
-    folds = (np.arange(len(raw_maps)) % 2 == 0, np.arange(len(raw_maps)) % 2 == 1)
+def held_out_masks(arrays: dict[str, np.ndarray], segment: Callable[[dict, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Masks ``[N, H, W]``, ``segment(calibration_arrays, evaluated_maps)`` calibrated on the other half (2-fold)."""
+    masks = np.zeros_like(arrays["gt_masks"], dtype=bool)
+    folds = (np.arange(len(masks)) % 2 == 0, np.arange(len(masks)) % 2 == 1)
     for evaluated, calibration in (folds, folds[::-1]):
-        threshold = f1_adaptive_threshold(raw_maps[calibration], gt_masks[calibration])
-        masks[evaluated] = raw_maps[evaluated] > threshold
+        calibration_arrays = {key: arrays[key][calibration] for key in ("raw_maps", "gt_masks", "labels", "scores")}
+        masks[evaluated] = segment(calibration_arrays, arrays["raw_maps"][evaluated])
     return masks
+
+
+def held_out_threshold_masks(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Masks from F1-adaptive thresholds calibrated on the other half of the images (even/odd 2-fold)."""
+    return held_out_masks(
+        arrays,
+        lambda calibration, maps: maps > f1_adaptive_threshold(calibration["raw_maps"], calibration["gt_masks"]),
+    )
+
+
+def validated_double_threshold_masks(arrays: dict[str, np.ndarray], **options: object) -> np.ndarray:
+    """Held-out masks of :class:`DoubleThresholdMorphology` whose validation callbacks see the other half."""
+
+    def segment(calibration: dict[str, np.ndarray], maps: np.ndarray) -> np.ndarray:
+        post_processor = DoubleThresholdMorphology(**options)
+        batch = SimpleNamespace(
+            pred_score=torch.from_numpy(calibration["scores"]),
+            gt_label=torch.from_numpy(calibration["labels"]),
+            anomaly_map=torch.from_numpy(calibration["raw_maps"]),
+            gt_mask=torch.from_numpy(calibration["gt_masks"]),
+        )
+        post_processor.on_validation_batch_end(None, None, batch)
+        post_processor.on_validation_epoch_end(None, None)
+        return post_processor.compute_mask(torch.from_numpy(maps)).numpy()
+
+    return held_out_masks(arrays, segment)
 
 
 def thresholding_study(arrays_by_entry: dict[str, dict[str, np.ndarray]], **options: object) -> list[dict[str, object]]:
@@ -76,9 +106,12 @@ def thresholding_study(arrays_by_entry: dict[str, dict[str, np.ndarray]], **opti
         labelled_anomalous = (arrays["scores"] > 0.5)[:, None, None]
         methods = {
             "F1-adaptive, calibrated on the evaluated images": raw_maps > float(arrays["pixel_threshold"]),
-            "F1-adaptive, held out (2-fold)": held_out_threshold_masks(raw_maps, truth),
+            "F1-adaptive, held out (2-fold)": held_out_threshold_masks(arrays),
             "DoubleThresholdMorphology": double_threshold,
             "DoubleThresholdMorphology, label_mode=score": double_threshold & labelled_anomalous,
+            "DoubleThresholdMorphology, normal statistics + factor_grid, held out (2-fold)": (
+                validated_double_threshold_masks(arrays, **dtm_options, **VALIDATED_OPTIONS)
+            ),
         }
         rows.extend({"entry": entry, "method": method, **segmentation_scores(masks, truth)} for method, masks in methods.items())
     return rows

@@ -24,6 +24,7 @@ import torch.nn.functional as F  # noqa: N812
 from anomalib.data import Batch, InferenceBatch
 from anomalib.post_processing import PostProcessor
 from kornia.morphology import closing, opening
+from lightning.pytorch import LightningModule, Trainer
 
 from anomalib_surface.components.checks import is_traced, require_int
 
@@ -39,6 +40,7 @@ __all__ = [
 KERNEL_SHAPES = ("square", "disk", "cross")
 MORPHOLOGY_OPERATIONS = {"open": opening, "close": closing}
 LABEL_MODES = ("mask", "score")
+THRESHOLD_STATISTICS = ("image", "normal")
 
 
 def structuring_element(size: int, shape: str, device: torch.device | None = None) -> torch.Tensor:
@@ -93,25 +95,32 @@ def component_sum(labels: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
 def hysteresis_threshold(
     maps: torch.Tensor,
-    low_factor: float,
-    high_factor: float,
+    low_factor: float | torch.Tensor,
+    high_factor: float | torch.Tensor,
     num_iterations: int,
+    statistics: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Binarise each map channel with adaptive hysteresis thresholds ``mean + k * std``.
+    """Binarise each map channel with hysteresis thresholds ``mean + k * std``.
 
-    Statistics (population std) are computed per image and channel. A pixel above the low threshold
-    is kept if its 8-connected low-threshold region contains a pixel above the high threshold.
+    A pixel above the low threshold is kept if its 8-connected low-threshold region contains a pixel
+    above the high threshold.
 
     Args:
         maps (torch.Tensor): Anomaly/residual maps of shape ``[B, C, H, W]``.
-        low_factor (float): ``k`` of the low threshold.
-        high_factor (float): ``k`` of the high threshold (``>= low_factor``).
+        low_factor (float | torch.Tensor): ``k`` of the low threshold.
+        high_factor (float | torch.Tensor): ``k`` of the high threshold (``>= low_factor``).
         num_iterations (int): Label propagation steps (see :func:`label_components`).
+        statistics (tuple[torch.Tensor, torch.Tensor] | None): ``(mean, std)`` broadcastable to ``maps``
+            (e.g. of defect-free validation maps); ``None`` uses each image's and channel's own mean and
+            population std (adaptive, as in CLGAN).
 
     Returns:
         torch.Tensor: Boolean mask of shape ``[B, C, H, W]``.
     """
-    std, mean = torch.std_mean(maps, dim=(-2, -1), keepdim=True, correction=0)
+    if statistics is None:
+        std, mean = torch.std_mean(maps, dim=(-2, -1), keepdim=True, correction=0)
+    else:
+        mean, std = statistics
     weak = maps > mean + low_factor * std
     strong = maps > mean + high_factor * std
     labels = label_components(weak.flatten(0, 1).unsqueeze(1), num_iterations)
@@ -124,6 +133,14 @@ def remove_small_components(mask: torch.Tensor, min_area: int, num_iterations: i
     labels = label_components(mask, num_iterations)
     large = component_sum(labels, mask.flatten(1)) >= min_area
     return mask & large.view_as(mask)
+
+
+def _as_channels(anomaly_map: torch.Tensor) -> torch.Tensor:
+    """``[B, H, W]`` or ``[B, C, H, W]`` maps as ``[B, C, H, W]``; any other shape raises."""
+    if anomaly_map.ndim not in {3, 4}:
+        msg = f"anomaly_map must have shape [B, H, W] or [B, C, H, W], got {tuple(anomaly_map.shape)}."
+        raise ValueError(msg)
+    return anomaly_map.unsqueeze(1) if anomaly_map.ndim == 3 else anomaly_map
 
 
 def _validate_factors(low_factor: float, high_factor: float) -> None:
@@ -139,8 +156,10 @@ class DoubleThresholdMorphology(PostProcessor):
     (min-max with the thresholds calibrated on validation). ``pred_mask`` instead comes from the RAW
     anomaly map of each image, before normalisation clips it:
 
-    1. per image and channel, hysteresis between ``mean + low_factor * std`` and
-       ``mean + high_factor * std`` (see :func:`hysteresis_threshold`); channels of a ``[B, C, H, W]``
+    1. hysteresis between ``mean + low_factor * std`` and ``mean + high_factor * std`` (see
+       :func:`hysteresis_threshold`), with ``mean``/``std`` of each image and channel
+       (``threshold_statistics="image"``, CLGAN's adaptive thresholds) or of the pixels of the defect-free
+       validation images (``"normal"``, one pair for all channels); channels of a ``[B, C, H, W]``
        per-channel residual are thresholded separately and OR-ed, ``[B, H, W]`` / ``[B, 1, H, W]`` maps
        are one channel;
     2. the morphological ``operations`` in order ("open", "close") with a ``kernel_shape`` element of
@@ -154,6 +173,11 @@ class DoubleThresholdMorphology(PostProcessor):
       ``min_area`` and the opening to suppress them.
     - ``label_mode="score"``: ``pred_label`` comes from the calibrated image threshold on ``pred_score``
       (parent behaviour) and masks of images labelled normal are emptied.
+
+    Per-image statistics flag the top pixels of every image, defect-free ones included, and a large
+    defect inflates its own image's ``std``; on the kept benchmark maps (``benchmarks/studies.py``),
+    ``threshold_statistics="normal"`` with ``factor_grid`` (factor chosen by pixel F1 on validation) is
+    the variant that beats anomalib's F1-adaptive threshold, see the Clgan README.
 
     ``pred_mask`` and ``pred_label`` always replace those of the model. With ``enable_thresholding=False``
     neither is produced, as in the parent.
@@ -170,6 +194,15 @@ class DoubleThresholdMorphology(PostProcessor):
             geodesic extent needs more steps are split (weak parts may be dropped, areas under-counted).
             Eager runs stop at convergence; exported graphs unroll all steps. Defaults to ``64``.
         label_mode (str): "mask" or "score", see above. Defaults to ``"mask"``.
+        threshold_statistics (str): "image" (per image and channel) or "normal" (mean/std of all pixels
+            of validation images with ``gt_label`` 0, collected by the validation callbacks and kept as
+            buffers). Defaults to ``"image"``.
+        factor_grid (Sequence[float]): High factors tried at the end of validation on the validation
+            maps and masks (those with ``gt_mask``); the one with the best pixel F1 replaces
+            ``high_factor`` (low factor ``k - (high_factor - low_factor)``, at least 0) and is kept as a
+            buffer. Empty: ``low_factor``/``high_factor`` as given. The validation maps are kept until the
+            end of validation (as anomalib's F1-adaptive threshold keeps them). Under DDP each process
+            calibrates on its own validation shard. Defaults to ``()``.
         **kwargs: Passed to :class:`~anomalib.post_processing.PostProcessor` (``enable_normalization``,
             ``enable_thresholding``, ``enable_threshold_matching``, ``image_sensitivity``,
             ``pixel_sensitivity``).
@@ -193,6 +226,8 @@ class DoubleThresholdMorphology(PostProcessor):
         min_area: int = 0,
         label_iterations: int = 64,
         label_mode: str = "mask",
+        threshold_statistics: str = "image",
+        factor_grid: Sequence[float] = (),
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -223,6 +258,23 @@ class DoubleThresholdMorphology(PostProcessor):
         self.min_area = min_area
         self.label_iterations = label_iterations
         self.label_mode = label_mode
+        if threshold_statistics not in THRESHOLD_STATISTICS:
+            msg = f"threshold_statistics must be one of {THRESHOLD_STATISTICS}, got {threshold_statistics!r}."
+            raise ValueError(msg)
+        self.threshold_statistics = threshold_statistics
+        self.factor_grid = tuple(float(factor) for factor in factor_grid)
+        if any(factor < 0 for factor in self.factor_grid):
+            msg = f"factor_grid must hold non-negative factors, got {self.factor_grid}."
+            raise ValueError(msg)
+        # Registered only when used, so that default state dicts (and older checkpoints) keep their keys.
+        if threshold_statistics == "normal":
+            self.register_buffer("normal_mean", torch.tensor(float("nan")))
+            self.register_buffer("normal_std", torch.tensor(float("nan")))
+        if self.factor_grid:
+            self.register_buffer("calibrated_high_factor", torch.tensor(float("nan")))
+        self._normal_moments = torch.zeros(3, dtype=torch.float64)  # pixel count, sum, sum of squares
+        self._validation_maps: list[torch.Tensor] = []
+        self._validation_masks: list[torch.Tensor] = []
 
     @property
     def _checkpoint_config_keys(self) -> tuple[str, ...]:
@@ -237,15 +289,82 @@ class DoubleThresholdMorphology(PostProcessor):
             "min_area",
             "label_iterations",
             "label_mode",
+            "threshold_statistics",
+            "factor_grid",
         )
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Batch,
+        *args,
+        **kwargs,
+    ) -> None:
+        """Update the parent's metrics, the defect-free pixel moments and the maps kept for ``factor_grid``."""
+        super().on_validation_batch_end(trainer, pl_module, outputs, *args, **kwargs)
+        if outputs.anomaly_map is None:
+            return
+        maps = _as_channels(outputs.anomaly_map).detach()
+        if self.threshold_statistics == "normal" and outputs.gt_label is not None:
+            normal = maps[~outputs.gt_label.reshape(-1).bool()].double()
+            moments = torch.stack([normal.new_tensor(normal.numel()), normal.sum(), normal.square().sum()])
+            self._normal_moments += moments.cpu()
+        if self.factor_grid and outputs.gt_mask is not None:
+            self._validation_maps.append(maps)
+            self._validation_masks.append(outputs.gt_mask.reshape(maps.shape[0], *maps.shape[-2:]).bool())
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Set the parent's thresholds, then ``normal_mean``/``normal_std`` and ``calibrated_high_factor``."""
+        super().on_validation_epoch_end(trainer, pl_module)
+        count, total, squares = self._normal_moments.tolist()
+        if count:
+            mean = total / count
+            self.normal_mean.fill_(mean)
+            self.normal_std.fill_(max(squares / count - mean**2, 0.0) ** 0.5)
+        if self._validation_maps:
+            maps, masks = torch.cat(self._validation_maps), torch.cat(self._validation_masks)
+            best = max(self.factor_grid, key=lambda factor: self._pixel_f1(maps, masks, factor))
+            self.calibrated_high_factor.fill_(best)
+        self._normal_moments.zero_()
+        self._validation_maps, self._validation_masks = [], []
+
+    def _pixel_f1(self, maps: torch.Tensor, masks: torch.Tensor, high_factor: float) -> float:
+        """Pixel F1 over all ``[N, C, H, W]`` maps against ``[N, H, W]`` masks with high factor ``high_factor``."""
+        predicted = self._mask_from_channels(maps, high_factor)
+        true_positives = (predicted & masks).sum()
+        return float(2 * true_positives / (predicted.sum() + masks.sum()).clamp(min=1))
+
+    def _factors(self, high_factor: float | None = None) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+        """``(low, high)`` factors: ``high_factor`` if given, else the calibrated one if any, else the configured."""
+        if high_factor is None:
+            calibrated = bool(self.factor_grid) and (is_traced() or not torch.isnan(self.calibrated_high_factor))
+            high_factor = self.calibrated_high_factor if calibrated else self.high_factor
+        band = self.high_factor - self.low_factor
+        if isinstance(high_factor, torch.Tensor):
+            return (high_factor - band).clamp(min=0), high_factor
+        return max(high_factor - band, 0.0), high_factor
+
+    def _statistics(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(mean, std)`` of the defect-free validation pixels, or ``None`` for per-image statistics."""
+        if self.threshold_statistics == "image":
+            return None
+        if not is_traced() and torch.isnan(self.normal_mean):
+            msg = (
+                'threshold_statistics="normal" needs a validation run with defect-free images (gt_label 0) '
+                "before masks can be computed."
+            )
+            raise RuntimeError(msg)
+        return self.normal_mean, self.normal_std
 
     def compute_mask(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Binarise raw anomaly maps ``[B, H, W]``, ``[B, 1, H, W]`` or ``[B, C, H, W]`` into a ``[B, H, W]`` mask."""
-        if anomaly_map.ndim not in {3, 4}:
-            msg = f"anomaly_map must have shape [B, H, W] or [B, C, H, W], got {tuple(anomaly_map.shape)}."
-            raise ValueError(msg)
-        maps = anomaly_map.unsqueeze(1) if anomaly_map.ndim == 3 else anomaly_map
-        mask = hysteresis_threshold(maps, self.low_factor, self.high_factor, self.label_iterations)
+        return self._mask_from_channels(_as_channels(anomaly_map))
+
+    def _mask_from_channels(self, maps: torch.Tensor, high_factor: float | None = None) -> torch.Tensor:
+        """``[B, H, W]`` mask of ``[B, C, H, W]`` maps; ``high_factor`` overrides the factors in use (calibration)."""
+        low_factor, high_factor = self._factors(high_factor)
+        mask = hysteresis_threshold(maps, low_factor, high_factor, self.label_iterations, self._statistics())
         mask = mask.any(dim=1, keepdim=True)
         if self.operations and self.kernel_size > 1:
             kernel = structuring_element(self.kernel_size, self.kernel_shape, device=mask.device)

@@ -137,6 +137,8 @@ def test_structuring_elements() -> None:
         ({"min_area": 2.5}, "min_area"),
         ({"label_iterations": 0}, "label_iterations"),
         ({"label_mode": "both"}, "label_mode"),
+        ({"threshold_statistics": "dataset"}, "threshold_statistics"),
+        ({"factor_grid": (2.0, -1.0)}, "factor_grid"),
     ],
 )
 def test_invalid_arguments_raise(kwargs: dict, match: str) -> None:
@@ -249,6 +251,41 @@ def test_onnx_export_matches_eager(tmp_path: pytest.TempPathFactory) -> None:
     assert torch.equal(torch.from_numpy(onnx_label), eager_label)
 
 
+def _validation_batch(maps: torch.Tensor, masks: torch.Tensor) -> ImageBatch:
+    labels = masks.flatten(1).any(dim=1)
+    image = torch.rand(len(maps), 3, SIZE, SIZE)
+    return ImageBatch(image=image, gt_label=labels, gt_mask=masks, pred_score=labels.float(), anomaly_map=maps)
+
+
+def test_normal_statistics_and_factor_grid_are_calibrated_on_validation() -> None:
+    normal = _blank()
+    normal[::2] = 2.0  # defect-free pixels: mean 1, std 1
+    defective, truth = normal.clone(), torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    defective[8:22, 8:22] = 4.0  # weak halo, not in the ground truth
+    defective[10:20, 10:20] = 10.0
+    truth[10:20, 10:20] = True
+    post_processor = DoubleThresholdMorphology(
+        low_factor=2.0, high_factor=3.0, operations=(), threshold_statistics="normal", factor_grid=(2.0, 5.0, 12.0)
+    )
+    with pytest.raises(RuntimeError, match="validation"):
+        post_processor.compute_mask(normal[None])
+    normal_masks = torch.zeros(2, SIZE, SIZE, dtype=torch.bool)
+    post_processor.on_validation_batch_end(None, None, _validation_batch(torch.stack([normal, normal]), normal_masks))
+    post_processor.on_validation_batch_end(None, None, _validation_batch(defective[None], truth[None]))
+    post_processor.on_validation_epoch_end(None, None)
+
+    # statistics of the defect-free images only; k = 2 keeps the halo (low 1 + 1 * 1), k = 12 misses the defect
+    assert (post_processor.normal_mean.item(), post_processor.normal_std.item()) == (1.0, 1.0)
+    assert post_processor.calibrated_high_factor.item() == 5.0
+    assert torch.equal(post_processor.compute_mask(defective[None])[0], truth)
+    bump = _blank()
+    bump[30:34, 30:34] = 2.0  # within the defect-free range: empty, whereas per-image statistics flag it
+    assert not post_processor.compute_mask(bump[None]).any()
+    assert DoubleThresholdMorphology(operations=()).compute_mask(bump[None]).any()
+    assert {"normal_mean", "normal_std", "calibrated_high_factor"} <= set(post_processor.state_dict())
+    assert "normal_mean" not in DoubleThresholdMorphology().state_dict()
+
+
 def test_usable_as_post_processor_of_a_builtin_model() -> None:
     from anomalib.models import Padim
 
@@ -285,9 +322,12 @@ def test_configurable_from_yaml() -> None:
               operations: [close]
               min_area: 9
               image_sensitivity: 0.4
+              threshold_statistics: normal
+              factor_grid: [2.0, 3.0, 4.0]
         """,
     )
     post_processor = parser.instantiate_classes(config).model.post_processor
     assert isinstance(post_processor, DoubleThresholdMorphology)
     assert (post_processor.high_factor, post_processor.operations, post_processor.min_area) == (2.5, ("close",), 9)
     assert post_processor.image_sensitivity == 0.4
+    assert (post_processor.threshold_statistics, post_processor.factor_grid) == ("normal", (2.0, 3.0, 4.0))
