@@ -116,7 +116,7 @@ def plugin_entries(pre_trained: bool) -> list[Entry]:
                 "embed_dim": 24,
                 "depths": [1, 1, 2, 1],
                 "generator_epochs": 8,
-                "comparator_epochs": 4,
+                "comparator_epochs": 22,
             },
         ),
     ]
