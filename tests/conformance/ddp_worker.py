@@ -112,7 +112,10 @@ def run_ddp(name: str, root: Path, out: Path) -> None:
     checkpoints = ModelCheckpoint(
         dirpath=out / "checkpoints", filename="{epoch}", save_top_k=-1, every_n_epochs=1, save_on_train_epoch_end=True,
     )
-    trainer_engine = engine(out / "ddp", devices=2, callbacks=[checkpoints])
+    # One workspace per rank: anomalib's Engine.fit creates a new versioned folder on every rank, and two ranks
+    # creating the same one race (FileExistsError).
+    workspace = out / "ddp" / f"rank{os.environ.get('LOCAL_RANK', '0')}"
+    trainer_engine = engine(workspace, devices=2, callbacks=[checkpoints])
     trainer_engine.fit(model, datamodule=build_datamodule(root))
     # The per-epoch checkpoints skip an epoch without optimiser step (Tocoad's last): save the final state.
     trainer_engine.trainer.save_checkpoint(out / "final.ckpt")

@@ -60,16 +60,28 @@ def eval_outputs(model: torch.nn.Module, images: torch.Tensor) -> dict[str, np.n
     return {key: value.detach().cpu().float().numpy() for key, value in batch._asdict().items() if value is not None}
 
 
-def normalised_tolerances(model: AnomalibModule) -> dict[str, dict[str, float]]:
-    """Per output, :data:`SCORE_TOLERANCE` widened to :data:`RAW_SCORE_ATOL` over the post-processor's range."""
+def normalised_tolerances(
+    statistics: dict[str, float],
+    base: dict[str, float] = SCORE_TOLERANCE,
+) -> dict[str, dict[str, float]]:
+    """Per output, ``base`` widened to :data:`RAW_SCORE_ATOL` over the post-processor's normalisation range.
+
+    ``statistics`` holds the post-processor's ``image_min``/``image_max``/``pixel_min``/``pixel_max``.
+    """
     tolerances = {}
     for key, (low, high) in NORMALISATION_RANGES.items():
-        value_range = float(getattr(model.post_processor, high, np.nan) - getattr(model.post_processor, low, np.nan))
-        atol = SCORE_TOLERANCE["atol"]
+        value_range = float(statistics.get(high, np.nan)) - float(statistics.get(low, np.nan))
+        atol = base["atol"]
         if np.isfinite(value_range) and value_range > 0:
             atol = max(atol, RAW_SCORE_ATOL / value_range)
-        tolerances[key] = {**SCORE_TOLERANCE, "atol": atol}
+        tolerances[key] = {**base, "atol": atol}
     return tolerances
+
+
+def post_processor_statistics(model: AnomalibModule) -> dict[str, float]:
+    """The normalisation range buffers of ``model``'s post-processor (NaN where it has none)."""
+    names = [name for pair in NORMALISATION_RANGES.values() for name in pair]
+    return {name: float(getattr(model.post_processor, name, np.nan)) for name in names}
 
 
 def assert_same_outputs(
@@ -135,7 +147,7 @@ def test_model_conforms_to_anomalib(entry_point, demo_root: Path, tmp_path: Path
 
     images = first.image.clone()
     expected = eval_outputs(model, images)
-    tolerances = normalised_tolerances(model)
+    tolerances = normalised_tolerances(post_processor_statistics(model))
 
     torch_path = engine.export(model, ExportType.TORCH, export_root=tmp_path / "export")
     exported = torch.load(torch_path, map_location="cpu", weights_only=False)["model"]
