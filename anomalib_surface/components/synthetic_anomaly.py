@@ -22,9 +22,10 @@ import kornia
 import torch
 from anomalib.data.utils.generators.perlin import generate_perlin_noise
 from torch import nn
-from torchvision import io
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as tvf
+
+from anomalib_surface.data.image_io import read_image
 
 __all__ = ["SyntheticAnomalyGenerator", "list_images", "perlin_masks", "paths_of_test_split"]
 
@@ -161,13 +162,7 @@ class SyntheticAnomalyGenerator(nn.Module):
     def _read_source(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         """One random source image, ``[3, H, W]`` in ``[0, 1]``."""
         path = self.source_images[int(torch.randint(len(self.source_images), (1,)))]
-        try:
-            image = io.decode_image(str(path), mode=io.ImageReadMode.RGB)
-        except RuntimeError as error:
-            msg = f"Could not read anomaly source image '{path}': {error}"
-            raise ValueError(msg) from error
-        image = tvf.resize(image.to(device).float() / 255.0, [height, width], antialias=True)
-        return image
+        return tvf.resize(read_image(path).to(device), [height, width], antialias=True)
 
     @staticmethod
     def _reorient(images: torch.Tensor) -> torch.Tensor:

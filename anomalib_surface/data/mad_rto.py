@@ -45,12 +45,14 @@ import platformdirs
 import torch
 from anomalib.data.datamodules.image.mvtecad import MVTecAD
 from anomalib.data.datasets.image.mvtecad import CATEGORIES as MVTEC_CATEGORIES
-from anomalib.data.datasets.image.mvtecad import MVTecADDataset
 from anomalib.data.utils import Split, TestSplitMode, ValSplitMode
 from torchvision import io
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2 import functional as tvf
+
+from anomalib_surface.data.checked_dataset import MVTecLayoutDataset, check_mask_file
+from anomalib_surface.data.image_io import list_image_files, read_image, read_mask
 
 __all__ = [
     "MVTEC_OBJECT_CATEGORIES",
@@ -79,7 +81,7 @@ MVTEC_OBJECT_CATEGORIES = (
 )
 """The ten MVTec AD object categories that make up the paper's MAD-RTO."""
 MANIFEST_NAME = "mad_rto.json"
-RTO_VERSION = 1
+RTO_VERSION = 2
 """Bumped whenever the generated pixels change, so that stale cached variants are rebuilt."""
 PADDING_MODES = ("zeros", "border", "reflection")
 
@@ -193,15 +195,11 @@ class RtoEntry:
         return str(Path("ground_truth", image.parent.name, f"{image.stem}_mask.png"))
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMG_EXTENSIONS)
-
-
 def _find_mask(category_dir: Path, image: Path) -> Path:
     """Ground-truth mask of a defect test image (``<stem>_mask.*`` or ``<stem>.*``)."""
     folder = category_dir / "ground_truth" / image.parent.name
     names = {f"{image.stem}_mask", image.stem}
-    candidates = [path for path in _images(folder) if path.stem in names] if folder.is_dir() else []
+    candidates = [path for path in list_image_files(folder) if path.stem in names] if folder.is_dir() else []
     if not candidates:
         msg = (
             f"No ground-truth mask for defect image '{image}': expected "
@@ -232,12 +230,12 @@ def scan_mvtec_category(root: str | Path, category: str) -> list[RtoEntry]:
     for split in ("train", "test"):
         split_images = []
         for label_dir in sorted(path for path in (category_dir / split).iterdir() if path.is_dir()):
-            for image in _images(label_dir):
+            for image in list_image_files(label_dir):
                 mask = _find_mask(category_dir, image) if split == "test" and label_dir.name != "good" else None
                 split_images.append(
                     RtoEntry(str(image.relative_to(category_dir)), mask and str(mask.relative_to(category_dir))),
                 )
-        if not split_images or (split == "train" and not _images(category_dir / "train" / "good")):
+        if not split_images or (split == "train" and not list_image_files(category_dir / "train" / "good")):
             where = "train/good" if split == "train" else "test/<label>"
             msg = f"'{category_dir}' holds no images ({sorted(IMG_EXTENSIONS)}) in '{where}/'."
             raise ValueError(msg)
@@ -245,14 +243,9 @@ def scan_mvtec_category(root: str | Path, category: str) -> list[RtoEntry]:
     return entries
 
 
-def _read(path: Path) -> torch.Tensor:
-    """``[C, H, W]`` uint8 image with its own channels (grey stays grey)."""
-    try:
-        image = io.decode_image(str(path), mode=io.ImageReadMode.UNCHANGED)
-    except RuntimeError as error:
-        msg = f"Could not read image '{path}': {error}"
-        raise ValueError(msg) from error
-    return tvf.to_dtype(image, torch.uint8, scale=True)
+def _read_uint8(path: Path) -> torch.Tensor:
+    """``[3, H, W]`` uint8 image, converted by :func:`~anomalib_surface.data.image_io.read_image`'s rule."""
+    return tvf.to_dtype(read_image(path), torch.uint8, scale=True)
 
 
 def _write_png(path: Path, image: torch.Tensor) -> None:
@@ -305,14 +298,12 @@ def _transformed_files(
     """``(target path, uint8 [C, H, W])`` of every transformed image and mask."""
     for entry in entries:
         transform = RtoTransform.draw(entry.image, settings)
-        image = _read(source_dir / entry.image)
+        image = _read_uint8(source_dir / entry.image)
         yield entry.target, transform.apply(image, "bilinear", settings.padding_mode)
         if entry.mask is not None:
-            mask = _read(source_dir / entry.mask)[:1]
-            if mask.shape[-2:] != image.shape[-2:]:
-                size, image_size = tuple(mask.shape[-2:]), tuple(image.shape[-2:])
-                msg = f"Mask '{source_dir / entry.mask}' is {size} but its image '{entry.image}' is {image_size}."
-                raise ValueError(msg)
+            mask_path = source_dir / entry.mask
+            check_mask_file(mask_path, source_dir / entry.image, tuple(image.shape[-2:]))
+            mask = read_mask(mask_path)[None] * 255
             yield entry.target_mask, transform.apply(mask, "nearest", settings.padding_mode)
 
 
@@ -338,7 +329,7 @@ def make_mad_rto(
         seed: See :class:`RtoSettings`.
 
     Returns:
-        The variant's root, to read with :class:`~anomalib.data.datasets.image.mvtecad.MVTecADDataset`.
+        The variant's root, to read with :class:`~anomalib_surface.data.checked_dataset.MVTecLayoutDataset`.
 
     Raises:
         FileNotFoundError / ValueError: See :func:`scan_mvtec_category`.
@@ -476,6 +467,6 @@ class MadRto(MVTecAD):
         """Read the train and test splits from the variant, building it first when needed."""
         if self.rto_root is None:
             self.prepare_data()
-        self.train_data = MVTecADDataset(split=Split.TRAIN, root=self.rto_root, category=self.category)
-        self.test_data = MVTecADDataset(split=Split.TEST, root=self.rto_root, category=self.category)
+        self.train_data = MVTecLayoutDataset(split=Split.TRAIN, root=self.rto_root, category=self.category)
+        self.test_data = MVTecLayoutDataset(split=Split.TEST, root=self.rto_root, category=self.category)
 

@@ -61,7 +61,6 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 from anomalib.data.datamodules.base.image import AnomalibDataModule
-from anomalib.data.datasets.image.mvtecad import MVTecADDataset
 from anomalib.data.utils import Split, TestSplitMode, ValSplitMode
 from PIL import Image
 from scipy import ndimage
@@ -70,6 +69,7 @@ from skimage.transform import resize
 from torchvision.transforms.v2 import Transform
 
 from anomalib_surface.components.checks import require_int
+from anomalib_surface.data.checked_dataset import MVTecLayoutDataset
 
 __all__ = [
     "CATEGORIES",
@@ -576,5 +576,5 @@ class SurfaceDemo(AnomalibDataModule):
     def _setup(self, _stage: str | None = None) -> None:
         """Create the train and test datasets from the generated folder, generating it if needed."""
         self.prepare_data()
-        self.train_data = MVTecADDataset(split=Split.TRAIN, root=self.root, category=self.category)
-        self.test_data = MVTecADDataset(split=Split.TEST, root=self.root, category=self.category)
+        self.train_data = MVTecLayoutDataset(split=Split.TRAIN, root=self.root, category=self.category)
+        self.test_data = MVTecLayoutDataset(split=Split.TEST, root=self.root, category=self.category)

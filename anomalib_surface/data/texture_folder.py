@@ -42,17 +42,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from anomalib import TaskType
-from anomalib.data.dataclasses import ImageItem
 from anomalib.data.datamodules.base.image import AnomalibDataModule
-from anomalib.data.datasets.base import AnomalibDataset
 from anomalib.data.utils import LabelName, Split, TestSplitMode, ValSplitMode
-from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2 import functional as tvf
-from torchvision.tv_tensors import Image as ImageTensor
 from torchvision.tv_tensors import Mask
+
+from anomalib_surface.data.checked_dataset import CheckedImageDataset, check_mask_file, has_mask
+from anomalib_surface.data.image_io import image_size_of, list_image_files, read_mask
 
 __all__ = ["SPLIT_MODES", "TextureFolder", "TextureFolderDataset", "make_texture_folder_samples", "tile_starts"]
 
@@ -73,16 +71,6 @@ def _size_pair(name: str, value: int | Sequence[int] | None) -> tuple[int, int] 
     return pair
 
 
-def _has_mask(mask_path: object) -> bool:
-    """Whether a ``mask_path`` cell holds a path (normal samples hold ``None``, or NaN after pandas concatenation)."""
-    return isinstance(mask_path, str)
-
-
-def _list_images(folder: Path) -> list[Path]:
-    """Sorted image files directly inside ``folder``."""
-    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMG_EXTENSIONS)
-
-
 def _subfolders(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir() if path.is_dir())
 
@@ -95,22 +83,6 @@ def _require_folder(folder: Path, what: str, siblings_of: Path | None = None) ->
     if siblings_of is not None and siblings_of.is_dir():
         msg += f" Available: {_subfolders(siblings_of)}."
     raise FileNotFoundError(msg)
-
-
-def image_size_of(path: Path) -> tuple[int, int]:
-    """``(H, W)`` of an image file, checking that the file is a readable image.
-
-    Raises:
-        ValueError: If the file is not a readable image (naming it).
-    """
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        msg = f"TextureFolder: cannot read image file '{path}': {error}"
-        raise ValueError(msg) from error
-    return height, width
 
 
 def _find_mask(image_path: Path, mask_folder: Path) -> Path:
@@ -129,19 +101,13 @@ def _find_mask(image_path: Path, mask_folder: Path) -> Path:
 def _rows(pattern_dir: Path, split: str, label: str, folder: Path) -> list[dict]:
     """Sample rows of the images of one label folder, checking images (and masks of defects)."""
     rows = []
-    for image_path in _list_images(folder):
+    for image_path in list_image_files(folder):
         height, width = image_size_of(image_path)
         mask_path = None
         if label != NORMAL_LABEL:
             mask_folder = _require_folder(pattern_dir / "ground_truth" / label, f"ground-truth mask (defect '{label}')")
             mask_path = _find_mask(image_path, mask_folder)
-            mask_size = image_size_of(mask_path)
-            if mask_size != (height, width):
-                msg = (
-                    f"TextureFolder: mask '{mask_path}' is {mask_size[0]}x{mask_size[1]} (HxW) but its image "
-                    f"'{image_path}' is {height}x{width}."
-                )
-                raise ValueError(msg)
+            check_mask_file(mask_path, image_path, (height, width))
         rows.append({
             "path": str(pattern_dir),
             "pattern": pattern_dir.name,
@@ -231,7 +197,7 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
-class TextureFolderDataset(AnomalibDataset):
+class TextureFolderDataset(CheckedImageDataset):
     """Images of some patterns of a texture material, optionally resized and tiled.
 
     Args:
@@ -266,17 +232,16 @@ class TextureFolderDataset(AnomalibDataset):
         samples = make_texture_folder_samples(root, material, patterns, self.split, normal_test_from_train)
         self.samples = self._tile(samples) if self.tile_size is not None else samples
 
-    def _load(self, path: str, mask: bool) -> torch.Tensor:
-        """An image ``[3, H, W]`` in ``[0, 1]`` or a mask ``[H, W]`` of 0/1, resized to ``image_size``."""
-        try:
-            with Image.open(path) as file:
-                pil = file.convert("L" if mask else "RGB")
-        except (UnidentifiedImageError, OSError) as error:
-            msg = f"TextureFolder: cannot read image file '{path}': {error}"
-            raise ValueError(msg) from error
-        tensor = tvf.pil_to_tensor(pil)
-        data = Mask((tensor[0] > 0).to(torch.uint8)) if mask else ImageTensor(tvf.to_dtype(tensor, scale=True))
+    def _resized(self, data: torch.Tensor) -> torch.Tensor:
         return tvf.resize(data, list(self.image_size)) if self.image_size is not None else data
+
+    def load_image(self, sample: pd.Series) -> torch.Tensor:
+        """``[3, h, w]`` image of a sample row, resized to ``image_size`` and cut to its tile."""
+        return self._crop(self._resized(super().load_image(sample)), sample)
+
+    def load_mask(self, sample: pd.Series) -> torch.Tensor:
+        """``[h, w]`` 0/1 mask of a defective sample row, resized (nearest) and cut to its tile."""
+        return self._crop(self._resized(super().load_mask(sample)), sample)
 
     def _tile(self, samples: pd.DataFrame) -> pd.DataFrame:
         """One row per tile (``tile_top``, ``tile_left``), anomalous iff the tile's part of the mask is non-empty."""
@@ -284,7 +249,7 @@ class TextureFolderDataset(AnomalibDataset):
         rows = []
         for sample in samples.itertuples(index=False):
             height, width = self.image_size or (sample.height, sample.width)
-            mask = self._load(sample.mask_path, mask=True) if _has_mask(sample.mask_path) else None
+            mask = self._resized(Mask(read_mask(sample.mask_path))) if has_mask(sample.mask_path) else None
             for top in tile_starts(height, tile_h, self.tile_stride[0]):
                 for left in tile_starts(width, tile_w, self.tile_stride[1]):
                     row = {**sample._asdict(), "tile_top": top, "tile_left": left}
@@ -299,30 +264,6 @@ class TextureFolderDataset(AnomalibDataset):
         if self.tile_size is None:
             return data
         return tvf.crop(data, int(sample.tile_top), int(sample.tile_left), *self.tile_size)
-
-    def __getitem__(self, index: int) -> ImageItem:
-        """Image (resized, tiled, augmented) with its label and, for segmentation, its mask."""
-        sample = self.samples.iloc[index]
-        image = self._crop(self._load(sample.image_path, mask=False), sample)
-        gt_mask = None
-        if self.task == TaskType.SEGMENTATION:
-            gt_mask = (
-                self._crop(self._load(sample.mask_path, mask=True), sample)
-                if _has_mask(sample.mask_path)
-                else Mask(torch.zeros(image.shape[-2:], dtype=torch.uint8))
-            )
-        if self.augmentations is not None:
-            if gt_mask is None:
-                image = self.augmentations(image)
-            else:
-                image, gt_mask = self.augmentations(image, gt_mask)
-        return ImageItem(
-            image=image,
-            gt_mask=gt_mask,
-            gt_label=torch.tensor(int(sample.label_index)),
-            image_path=sample.image_path,
-            mask_path=sample.mask_path if _has_mask(sample.mask_path) else None,
-        )
 
 
 class TextureFolder(AnomalibDataModule):

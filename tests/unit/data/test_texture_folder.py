@@ -172,13 +172,13 @@ def test_missing_mask(collection: Path) -> None:
 def test_mask_of_another_size(collection: Path) -> None:
     small_mask = _mask(slice(0, 4), slice(0, 4), (10, 10))
     _save(collection / "leather" / "a" / "ground_truth" / "hole" / "000_mask.png", small_mask)
-    with pytest.raises(ValueError, match=r"mask '.*000_mask.png' is 10x10 \(HxW\) but its image '.*000.png' is 24x32"):
+    with pytest.raises(ValueError, match=r"Mask '.*000_mask.png' is 10x10 \(HxW\) but its image '.*000.png' is 24x32"):
         _setup(collection, pattern="a")
 
 
 def test_unreadable_image(collection: Path) -> None:
     (collection / "leather" / "a" / "train" / "good" / "001.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=r"cannot read image file '.*001.png'"):
+    with pytest.raises(ValueError, match=r"Cannot read image file '.*001.png'"):
         _setup(collection, pattern="a")
 
 
