@@ -62,6 +62,8 @@ class Dmp(AnomalibModule):
         kernel_size: Side of the depthwise large kernels (31; a small value such as 5 is the small-kernel
             ablation).
         small_kernel_size: Side of the parallel small kernels (5; ``0``: none).
+        fft_min_kernel_size: Re-parameterised kernels at least this large run through the FFT at inference
+            (17; ``0``: never). Validation, test and predict re-parameterise automatically.
         feature_consistency: Use the deep-feature consistency term of the reconstruction loss.
         feature_extractor: ``"copy"`` (paper: copy of the reconstruction encoder updated by parameter
             copying), ``"gradient"`` (ablation: the copy is trained by gradients) or ``"pretrained"``
@@ -96,6 +98,7 @@ class Dmp(AnomalibModule):
         depth: int = 4,
         kernel_size: int = 31,
         small_kernel_size: int = 5,
+        fft_min_kernel_size: int = 17,
         feature_consistency: bool = True,
         feature_extractor: str = "copy",
         copy_momentum: float = 0.99,
@@ -145,6 +148,7 @@ class Dmp(AnomalibModule):
             kernel_size=kernel_size,
             small_kernel_size=small_kernel_size,
             score_filter_size=score_filter_size,
+            fft_min_kernel_size=fft_min_kernel_size,
         )
         extractor = (
             build_feature_extractor(
@@ -246,6 +250,18 @@ class Dmp(AnomalibModule):
         """Fuse the large-kernel branches into single kernels for inference (eval mode); returns ``self``."""
         self.model.reparameterize()
         return self
+
+    def on_validation_start(self) -> None:
+        """Validate with fused kernels (Lightning's return to training mode un-fuses them)."""
+        self.reparameterize()
+
+    def on_test_start(self) -> None:
+        """Test with fused kernels."""
+        self.reparameterize()
+
+    def on_predict_start(self) -> None:
+        """Predict with fused kernels."""
+        self.reparameterize()
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """Re-parameterise, then export to PyTorch (see :meth:`ExportMixin.to_torch`)."""

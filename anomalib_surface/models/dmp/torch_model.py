@@ -13,7 +13,7 @@ Anomalies Based on Defect Map Prediction", Sensors 2024, 24(1):264):
 The large-kernel convolutions train as two parallel branches (a ``31 x 31`` and a ``5 x 5`` depthwise
 convolution, each followed by batch norm) and are structurally re-parameterised into a single ``31 x 31``
 convolution for inference by :meth:`DmpModel.reparameterize` (Ding et al., "Scaling Up Your Kernels to
-31x31", CVPR 2022).
+31x31", CVPR 2022); the fused kernel then runs through the FFT.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from anomalib.data import InferenceBatch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from anomalib_surface.components.checks import is_traced
+from anomalib_surface.components.fft_conv import FFT_DTYPES, depthwise_conv2d_fft
 
 from .anomaly_map import MeanFilteredMax
 
@@ -40,6 +43,10 @@ DEFECT_PRIOR = 0.01
 ``logit(DEFECT_PRIOR)``, the prior initialisation of the focal loss, Lin et al., ICCV 2017). With a zero bias
 it would start at 0.5, and Adam, which moves a bias by about the learning rate per step, would spend thousands
 of steps lowering the background before the map can localise anything."""
+DEFAULT_FFT_MIN_KERNEL_SIZE = 17
+"""Re-parameterised kernels this large or larger run through the FFT. On CPU PyTorch's direct depthwise
+convolution is fast up to 13x13 and many times slower from 17x17 on (measured in
+``benchmarks/dmp_reparam_speed.py``); the FFT's cost does not depend on the kernel size."""
 
 
 def stage_widths(base_width: int, depth: int) -> list[int]:
@@ -166,13 +173,25 @@ class ReparamLargeKernelConv(nn.Module):
     lives in (non-persistent) buffers, so it travels with exported models; checkpoints keep the
     branches, from which it is recomputed. Switching back to training mode drops the fused kernel.
 
+    The fused kernel runs through the FFT (:func:`~anomalib_surface.components.fft_conv.depthwise_conv2d_fft`)
+    when its side is at least ``fft_min_kernel_size``, in float32/64 and outside graph capture (exports keep
+    the direct convolution): one FFT product replaces two convolutions and two batch norms, and its cost does
+    not grow with the kernel area.
+
     Args:
         channels: Input and output channels.
         kernel_size: Odd side of the large kernel (31 in RepLKNet and Dmp).
         small_kernel_size: Odd side of the parallel small kernel (5); ``0`` or ``>= kernel_size``: no branch.
+        fft_min_kernel_size: Smallest fused kernel side run through the FFT; ``0``: never.
     """
 
-    def __init__(self, channels: int, kernel_size: int = 31, small_kernel_size: int = 5) -> None:
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 31,
+        small_kernel_size: int = 5,
+        fft_min_kernel_size: int = DEFAULT_FFT_MIN_KERNEL_SIZE,
+    ) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             msg = f"kernel_size must be a positive odd number, got {kernel_size}."
@@ -182,6 +201,7 @@ class ReparamLargeKernelConv(nn.Module):
             raise ValueError(msg)
         self.channels = channels
         self.kernel_size = kernel_size
+        self.use_fft = 0 < fft_min_kernel_size <= kernel_size
         self.large = depthwise_conv_bn(channels, kernel_size)
         self.small = depthwise_conv_bn(channels, small_kernel_size) if 0 < small_kernel_size < kernel_size else None
         self.register_buffer("fused_weight", torch.zeros(channels, 1, kernel_size, kernel_size), persistent=False)
@@ -189,8 +209,16 @@ class ReparamLargeKernelConv(nn.Module):
         self.reparameterized = False
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Depthwise large-kernel response ``[B, C, H, W]`` of ``[B, C, H, W]`` features."""
+        """Depthwise large-kernel response ``[B, C, H, W]`` of ``[B, C, H, W]`` features.
+
+        A training-mode call drops the fused kernel (the branches are about to change), also when the mode was
+        set by assigning ``module.training`` directly, as Lightning does after validation.
+        """
+        if self.training:
+            self.reparameterized = False
         if self.reparameterized:
+            if self.use_fft and features.dtype in FFT_DTYPES and not is_traced():
+                return depthwise_conv2d_fft(features, self.fused_weight, self.fused_bias)
             return F.conv2d(
                 features,
                 self.fused_weight,
@@ -237,15 +265,22 @@ class LargeKernelBlock(nn.Module):
         channels: Input and output channels.
         kernel_size: Side of the depthwise large kernel.
         small_kernel_size: Side of its parallel small kernel (``0``: none).
+        fft_min_kernel_size: See :class:`ReparamLargeKernelConv`.
     """
 
-    def __init__(self, channels: int, kernel_size: int = 31, small_kernel_size: int = 5) -> None:
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 31,
+        small_kernel_size: int = 5,
+        fft_min_kernel_size: int = DEFAULT_FFT_MIN_KERNEL_SIZE,
+    ) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(channels, channels, kernel_size=1, bias=False),
             nn.BatchNorm2d(channels),
             nn.ReLU(inplace=True),
-            ReparamLargeKernelConv(channels, kernel_size, small_kernel_size),
+            ReparamLargeKernelConv(channels, kernel_size, small_kernel_size, fft_min_kernel_size),
             nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, kernel_size=1, bias=False),
             nn.BatchNorm2d(channels),
@@ -271,6 +306,7 @@ class DefectPredictionNetwork(nn.Module):
         depth: Number of down-sampling (stride-2) stages, at least 2.
         kernel_size: Side of the depthwise large kernels.
         small_kernel_size: Side of their parallel small kernels (``0``: none).
+        fft_min_kernel_size: See :class:`ReparamLargeKernelConv`.
     """
 
     def __init__(
@@ -280,6 +316,7 @@ class DefectPredictionNetwork(nn.Module):
         depth: int = 4,
         kernel_size: int = 31,
         small_kernel_size: int = 5,
+        fft_min_kernel_size: int = DEFAULT_FFT_MIN_KERNEL_SIZE,
     ) -> None:
         super().__init__()
         widths = stage_widths(base_width, depth)
@@ -287,7 +324,7 @@ class DefectPredictionNetwork(nn.Module):
         self.down = nn.ModuleList(
             nn.Sequential(
                 conv_bn_relu(widths[stage - 1], widths[stage], stride=2),
-                LargeKernelBlock(widths[stage], kernel_size, small_kernel_size)
+                LargeKernelBlock(widths[stage], kernel_size, small_kernel_size, fft_min_kernel_size)
                 if stage >= 2
                 else conv_bn_relu(widths[stage], widths[stage]),
             )
@@ -320,6 +357,8 @@ class DmpModel(nn.Module):
         depth: Number of down-sampling stages of both networks.
         kernel_size: Side of the depthwise large kernels of the defect prediction network.
         small_kernel_size: Side of their parallel small kernels (``0``: none).
+        fft_min_kernel_size: Re-parameterised kernels at least this large run through the FFT (``0``: never);
+            see :class:`ReparamLargeKernelConv`.
         score_filter_size: Side of the mean filter applied to the anomaly map before taking its maximum.
 
     Example:
@@ -337,6 +376,7 @@ class DmpModel(nn.Module):
         kernel_size: int = 31,
         small_kernel_size: int = 5,
         score_filter_size: int = 21,
+        fft_min_kernel_size: int = DEFAULT_FFT_MIN_KERNEL_SIZE,
     ) -> None:
         super().__init__()
         for name, value in (("reconstruction_width", reconstruction_width), ("prediction_width", prediction_width)):
@@ -347,7 +387,12 @@ class DmpModel(nn.Module):
             msg = f"depth must be >= 2 down-sampling stages (large kernels start at stride 4), got {depth}."
             raise ValueError(msg)
         self.reconstruction = ReconstructionNetwork(3, reconstruction_width, depth)
-        self.prediction = DefectPredictionNetwork(6, prediction_width, depth, kernel_size, small_kernel_size)
+        if fft_min_kernel_size < 0:
+            msg = f"fft_min_kernel_size must be >= 0 (0: never use the FFT), got {fft_min_kernel_size}."
+            raise ValueError(msg)
+        self.prediction = DefectPredictionNetwork(
+            6, prediction_width, depth, kernel_size, small_kernel_size, fft_min_kernel_size
+        )
         self.anomaly_score = MeanFilteredMax(score_filter_size)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | InferenceBatch:

@@ -35,8 +35,15 @@ def randomize_batch_norms(module: nn.Module) -> None:
 
 
 @pytest.mark.parametrize(("kernel_size", "small_kernel_size"), [(31, 5), (7, 3), (5, 0)])
-def test_reparameterized_block_equals_two_branch_block(kernel_size: int, small_kernel_size: int) -> None:
-    block = ReparamLargeKernelConv(8, kernel_size, small_kernel_size)
+@pytest.mark.parametrize("fft_min_kernel_size", [0, 5])
+def test_reparameterized_block_equals_two_branch_block(
+    kernel_size: int,
+    small_kernel_size: int,
+    fft_min_kernel_size: int,
+) -> None:
+    """Direct (``fft_min_kernel_size=0``) and FFT fused kernels give the two-branch output."""
+    block = ReparamLargeKernelConv(8, kernel_size, small_kernel_size, fft_min_kernel_size)
+    assert block.use_fft == bool(fft_min_kernel_size)
     randomize_batch_norms(block)
     block.eval()
     features = torch.randn(2, 8, 40, 40)
@@ -48,6 +55,19 @@ def test_reparameterized_block_equals_two_branch_block(kernel_size: int, small_k
     assert torch.allclose(fused, two_branch, atol=1e-5)
     block.train()
     assert not block.reparameterized, "training must fall back to the branches"
+
+
+def test_training_forward_drops_a_fused_kernel_restored_by_attribute() -> None:
+    """Lightning restores ``module.training = True`` after validation without calling ``train()``."""
+    block = ReparamLargeKernelConv(4, 7, 3).eval()
+    block.reparameterize()
+    block.training = True
+    features = torch.randn(1, 4, 16, 16)
+    output = block(features)
+    assert not block.reparameterized
+    assert output.requires_grad, "training must use the trainable branches"
+    block.eval()
+    assert torch.allclose(block(features), block.large(features) + block.small(features))
 
 
 def test_reparameterize_needs_eval_mode() -> None:
