@@ -46,6 +46,21 @@ def paths_of_test_split(trainer: object) -> list[str]:
     return [] if samples is None else list(samples.image_path)
 
 
+PERLIN_SCALE_EXPONENTS = 6
+"""Perlin lattice scales are ``2**e`` for ``e`` in ``[0, 6)``, as in anomalib's ``generate_perlin_noise``."""
+
+
+def random_perlin_scale(side: int) -> int:
+    """A random Perlin lattice scale for an image side: anomalib's distribution, capped at the side.
+
+    anomalib draws scales up to 32 whatever the size, which fails on sides of 16 px or less (the noise is
+    computed on the next power of two and needs at least one pixel per lattice cell).
+    """
+    padded_exponent = math.ceil(math.log2(max(side, 1)))
+    high = min(PERLIN_SCALE_EXPONENTS, padded_exponent + 1)
+    return 2 ** int(torch.randint(0, high, (1,)).item())
+
+
 def perlin_masks(
     batch_size: int,
     height: int,
@@ -71,7 +86,8 @@ def perlin_masks(
     masks = []
     for _ in range(batch_size):
         for _ in range(max_tries):
-            noise = generate_perlin_noise(height, width, device=torch.device(device))
+            scale = (random_perlin_scale(height), random_perlin_scale(width))
+            noise = generate_perlin_noise(height, width, scale=scale, device=torch.device(device))
             angle = torch.empty(1, device=noise.device).uniform_(-90.0, 90.0)
             noise = kornia.geometry.transform.rotate(noise[None, None], angle, padding_mode="reflection")[0]
             mask = (noise > threshold).float()

@@ -173,6 +173,45 @@ def test_resume_mid_phase_matches_an_uninterrupted_run(name: str, demo_root: Pat
     assert_same_state(reloaded.state_dict(), uninterrupted.state_dict())
 
 
+class PoisonFromEpoch(Callback):
+    """Fill every training batch with NaN from epoch ``epoch`` on (a broken image or a diverging run)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: AnomalibModule, batch: Batch, batch_idx: int) -> None:
+        del pl_module, batch_idx
+        if trainer.current_epoch >= self.epoch:
+            batch.image.fill_(float("nan"))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_nonfinite_loss_stops_training_and_keeps_the_last_good_checkpoint(name: str, demo_root: Path, tmp_path: Path) -> None:
+    """NaN in epoch 1 stops the run with NonFiniteLossError; epoch 0's checkpoint is finite and loads safely."""
+    from anomalib_surface.components import NonFiniteLossError
+
+    seed_everything(0, verbose=False)
+    model = build_model(name)
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1, save_on_train_epoch_end=True)
+    datamodule = SurfaceDemo(root=demo_root, category="brick", train_batch_size=4, eval_batch_size=8, num_workers=0, **DEMO_SETTINGS)
+    engine = Engine(
+        accelerator="cpu", devices=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+        limit_val_batches=1, callbacks=[PoisonFromEpoch(1), checkpoints],
+    )
+    with pytest.raises(NonFiniteLossError, match=r"Non-finite loss at training step \d+: .*=nan"):
+        engine.fit(model, datamodule=datamodule)
+    assert sorted(path.name for path in (tmp_path / "ckpt").iterdir()) == ["epoch=0.ckpt"]
+    saved = torch.load(tmp_path / "ckpt" / "epoch=0.ckpt", map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 0
+    # Network weights only: the post-processor's statistics stay NaN until a validation (Tocoad validates from stage 3).
+    weights = {key: value for key, value in saved["state_dict"].items() if key.startswith("model.") and value.is_floating_point()}
+    assert weights
+    assert not [key for key, value in weights.items() if not torch.isfinite(value).all()]
+    reloaded = type(model).load_from_checkpoint(tmp_path / "ckpt" / "epoch=0.ckpt", map_location="cpu")
+    reloaded_state = reloaded.state_dict()
+    assert_same_state({key: reloaded_state[key] for key in weights}, weights)
+
+
 @pytest.mark.parametrize(
     "post_processor",
     [

@@ -171,6 +171,7 @@ class Clgan(AnomalibModule):
             channel_reduction=channel_reduction,
             sigma=sigma,
         )
+        self.model.input_requirement.check_pre_processor(self)
         if anomaly_source_path is not None and not corrupt_inputs:
             logger.warning("anomaly_source_path is ignored because corrupt_inputs=False.")
         self.corrupt_inputs = corrupt_inputs
@@ -271,6 +272,7 @@ class Clgan(AnomalibModule):
         """
         del args, kwargs  # These variables are not used.
         target = batch.image
+        self.model.input_requirement.check_batch(target)
         inputs = self.corruptor(target)[0] if self.corruptor is not None else target
         generator, discriminator = self.model.generator, self.model.discriminator
         input_features = generator.encode(inputs)

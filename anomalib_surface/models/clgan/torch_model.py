@@ -15,7 +15,8 @@ import torch.nn.functional as F  # noqa: N812
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from anomalib_surface.components.checks import is_traced, require_int
+from anomalib_surface.components.checks import require_int
+from anomalib_surface.components.input_size import InputSizeRequirement, gaussian_blur_min_side, patchgan_min_side
 
 from .anomaly_map import AnomalyMapGenerator
 
@@ -120,12 +121,6 @@ class ResnetGenerator(nn.Module):
 
     def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of every encoder stage for ``[B, C, H, W]`` images (stage ``i`` at index ``i``)."""
-        if not is_traced() and (images.shape[-2] % self.size_divisor or images.shape[-1] % self.size_divisor):
-            msg = (
-                f"Image height and width must be divisible by 2**n_downsampling = {self.size_divisor}, got "
-                f"{tuple(images.shape[-2:])}. Resize the images (pre_processor image_size) or lower n_downsampling."
-            )
-            raise ValueError(msg)
         features = []
         for stage in self.encoder:
             images = stage(images)
@@ -279,6 +274,13 @@ class ClganModel(nn.Module):
             else None
         )
         self.anomaly_map_generator = AnomalyMapGenerator(channel_reduction=channel_reduction, sigma=sigma)
+        self.input_requirement = InputSizeRequirement(
+            "Clgan",
+            minimum=max(gaussian_blur_min_side(sigma), patchgan_min_side(n_layers_d) if use_discriminator else 1),
+            multiple_of=self.generator.size_divisor,
+            reason=f"generator n_downsampling={n_downsampling}, discriminator n_layers_d={n_layers_d}, "
+            f"anomaly-map smoothing sigma={sigma}",
+        )
 
     def residual(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction ``[B, C, H, W]`` and per-channel absolute residual ``|x - G(x)|`` ``[B, C, H, W]``."""
@@ -295,6 +297,7 @@ class ClganModel(nn.Module):
             Training: the reconstruction ``[B, C, H, W]``. Eval: ``InferenceBatch`` with ``anomaly_map``
             ``[B, 1, H, W]`` (smoothed residual) and ``pred_score`` ``[B]`` (its maximum).
         """
+        self.input_requirement.check_batch(images)
         if self.training:
             return self.generator(images)
         _, residual = self.residual(images)

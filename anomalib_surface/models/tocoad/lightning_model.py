@@ -169,6 +169,7 @@ class Tocoad(AnomalibModule):
             num_neighbors=num_neighbors,
             search=NearestNeighborSearch(index_type=nn_index),
         )
+        self.model.input_requirement.check_pre_processor(self)
         self.generator = RotatedAnomalyGenerator(
             rotation_degrees=rotation_degrees,
             anomaly_source_path=anomaly_source_path,

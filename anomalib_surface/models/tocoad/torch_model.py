@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_surface.components import create_backbone
+from anomalib_surface.components.input_size import InputSizeRequirement, gaussian_blur_min_side
 from anomalib_surface.components.nearest_neighbor import NearestNeighborSearch
 from anomalib_surface.components.tiling import untile_features
 
@@ -125,6 +126,11 @@ class TocoadModel(DynamicBufferMixin, nn.Module):
         self.projector = _mlp([embedding_dim, projector_dim, projector_dim, projector_dim], last_batch_norm=True)
         self.predictor = _mlp([projector_dim, predictor_hidden_dim, projector_dim], last_batch_norm=False)
         self.anomaly_map_generator = AnomalyMapGenerator(sigma=anomaly_map_sigma)
+        self.input_requirement = InputSizeRequirement(
+            "Tocoad",
+            minimum=gaussian_blur_min_side(anomaly_map_sigma),
+            reason=f"Gaussian smoothing of the anomaly map, sigma={anomaly_map_sigma}",
+        )
         self.num_neighbors = num_neighbors
         self.search = search or NearestNeighborSearch()
         self.tiler: Tiler | None = None
@@ -173,6 +179,7 @@ class TocoadModel(DynamicBufferMixin, nn.Module):
         Raises:
             ValueError: In eval mode, if the memory bank has not been built (training did not reach stage 3).
         """
+        self.input_requirement.check_batch(images)
         embedding = self.embed(images)
         if self.training:
             return embedding

@@ -71,9 +71,10 @@ def test_generator_shapes_range_and_stage_features() -> None:
     assert reconstruction.min() >= 0 and reconstruction.max() <= 1
 
 
-def test_generator_rejects_size_not_divisible_by_downsampling() -> None:
-    with pytest.raises(ValueError, match="divisible by 2\\*\\*n_downsampling = 4"):
-        ResnetGenerator(ngf=4, n_downsampling=2, n_blocks=0)(torch.rand(1, 3, 30, 32))
+def test_model_rejects_size_not_divisible_by_downsampling() -> None:
+    model = ClganModel(ngf=4, n_downsampling=2, n_blocks=0, ndf=4, n_layers_d=2, nce_layers=())
+    with pytest.raises(ValueError, match=r"divisible by 4 \(generator n_downsampling=2.*got \(30, 32\)"):
+        model(torch.rand(1, 3, 30, 32))
 
 
 def test_discriminator_outputs_patch_logits() -> None:
