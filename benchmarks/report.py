@@ -72,7 +72,8 @@ def flat(record: Record) -> dict[str, Any]:
     return row
 
 
-def _format(key: str, value: Any) -> str:  # noqa: ANN401
+def format_value(key: str, value: Any) -> str:  # noqa: ANN401
+    """A table cell: metrics in % (one decimal), parameters in millions, "–" for missing values."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
     if key == "parameters":
@@ -82,7 +83,8 @@ def _format(key: str, value: Any) -> str:  # noqa: ANN401
     return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
-def _mean(values: list[Any]) -> float | None:
+def mean_or_none(values: list[Any]) -> float | None:
+    """Mean of the values that are not ``None``; ``None`` when there are none."""
     numbers = [value for value in values if value is not None]
     return float(np.mean(numbers)) if numbers else None
 
@@ -104,7 +106,7 @@ def markdown_table(records: list[Record], keys: tuple[str, ...] = METRIC_KEYS + 
             lines.append(f"| {entry} | failed" + " |" * len(keys))
             continue
         rows = [flat(record) for record in ok]
-        lines.append(f"| {entry} | " + " | ".join(_format(key, _mean([row[key] for row in rows])) for key in keys) + " |")
+        lines.append(f"| {entry} | " + " | ".join(format_value(key, mean_or_none([row[key] for row in rows])) for key in keys) + " |")
     return "\n".join(lines + ([""] + ["Failed:"] + failures if failures else []))
 
 
@@ -113,7 +115,7 @@ def per_category_table(records: list[Record], keys: tuple[str, ...] = ("image_AU
     lines = ["| model | category | " + " | ".join(HEADERS[key] for key in keys) + " |", "|---|---|" + "---:|" * len(keys)]
     for record in records:
         if record.status == "ok":
-            values = " | ".join(_format(key, record.metrics.get(key)) for key in keys)
+            values = " | ".join(format_value(key, record.metrics.get(key)) for key in keys)
         else:
             values = "failed" + " |" * (len(keys) - 1)
         lines.append(f"| {record.entry} | {record.category} | {values} |")

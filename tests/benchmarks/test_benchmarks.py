@@ -79,3 +79,49 @@ def test_sweep_configs_parse_with_anomalib_benchmark(sweep: Path) -> None:
         jobs = list(BenchmarkJobGenerator("cpu").generate_jobs(config["benchmark"], None))
         assert {type(job.model).__name__ for job in jobs} >= {"Padim", "Dfm", "Clgan"}
         assert {type(job.datamodule).__name__ for job in jobs} == {"SurfaceDemo"}
+
+
+def test_pgcn_study_builds_its_entries_datamodules_and_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import pgcn_study
+    from benchmarks.runner import Record, build_model
+
+    from anomalib_surface.post_processing import BidirectionalIntersection
+
+    args = pgcn_study.parse_args(["--patterns", "brick", "grass", "--image-size", "64", "--no-pretrained"])
+    assert (args.data, args.material, args.seeds) == ("TextureFolder", "surface_demo", [0])
+    with pytest.raises(SystemExit):
+        pgcn_study.parse_args(["--patterns", "brick", "brick"])
+
+    pgcn, patchcore = pgcn_study.study_entries(pre_trained=False)
+    assert (pgcn.model, pgcn.init_args["bidirectional"], patchcore.model) == ("Pgcn", False, "Patchcore")
+    assert not build_model(pgcn, image_size=128, max_epochs=1).model.bidirectional
+    longer = pgcn_study.parse_args(["--pgcn-epochs", "24", "66"]).pgcn_epochs
+    (longer_pgcn, _) = pgcn_study.study_entries(pre_trained=False, pgcn_epochs=longer)
+    assert longer_pgcn.init_args == {**pgcn.init_args, "generator_epochs": 24, "comparator_epochs": 66}
+    assert isinstance(pgcn_study.instantiate_post_processor(pgcn_study.INTERSECTION), BidirectionalIntersection)
+
+    # Without --root the collection is SurfaceDemo, linked under the working directory's benchmarks/output.
+    monkeypatch.chdir(tmp_path)
+    same, cross = (pgcn_study.pattern_category("surface_demo", "brick", test) for test in ("brick", "grass"))
+    assert (same, cross) == ("surface_demo/brick", "surface_demo/brick_to_grass")
+    for category, test_pattern in ((same, "brick"), (cross, "grass")):
+        datamodule = suites.build_datamodule(args, category)
+        datamodule.setup()
+        assert datamodule.category == category
+        assert set(datamodule.train_data.samples.pattern) == {"brick"}
+        assert set(datamodule.test_data.samples.pattern) == {test_pattern}
+        assert datamodule.test_data.samples.mask_path.notna().any()
+    with pytest.raises(SystemExit, match="material/pattern"):
+        suites.build_datamodule(args, "brick")
+
+    def record(entry: str, category: str, auroc: float) -> Record:
+        return Record(entry, "Pgcn", category, "ok", metrics={"image_AUROC": auroc})
+
+    records = [record("Pgcn", cross, 0.25), record("Pgcn", same, 0.5), record("Pgcn", cross, 0.75)]
+    assert pgcn_study.pair_table(records, "image_AUROC").splitlines()[::2] == [
+        "| model | brick | brick → grass |",
+        "| Pgcn | 50.0 | 50.0 |",
+    ]
+    markdown = pgcn_study.markdown(records, args, {"seed": 0}, "python -m benchmarks.pgcn_study")
+    same_table, cross_table = markdown.split("### Cross pattern")[0], markdown.split("### Cross pattern")[1]
+    assert "| Pgcn | 50.0 |" in same_table and "| Pgcn | 50.0 |" in cross_table

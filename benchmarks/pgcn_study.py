@@ -1,0 +1,221 @@
+"""Pgcn vs Patchcore across texture patterns, and BidirectionalIntersection on vs off (issue 7).
+
+The PGCN paper trains on one cloth pattern and tests on another: pattern generation predicts a patch from its
+neighbours, so it should not depend on which pattern it saw, whereas a memory bank only knows the patches of its
+training pattern. This study fits each model once per training pattern and seed, then tests the fitted model on
+every pattern (the training one: *same pattern*; the others: *cross pattern*), each with and without
+:class:`~anomalib_surface.post_processing.BidirectionalIntersection`:
+
+- Pgcn is built with ``bidirectional=False`` (left-to-right only); the post-processor intersects its two
+  directional predictions, which equals ``bidirectional=True`` (the paper's ``C_i = LC_i ∩ RC_i``);
+- Patchcore gets the flip test-time augmentation (``flip="horizontal"``).
+
+The data is a TextureFolder collection (``--root``/``--material``; default: SurfaceDemo's brick, grass and gravel
+as the patterns of one material). Before every test the post-processor is calibrated on the tested pattern's
+validation set (anomalib's normalisation and F1-adaptive thresholds; SurfaceDemo validates on its test images, as
+in every other table here): thresholds calibrated on the training pattern would saturate anomalib's clamped
+normalisation on other patterns and distort AUROC/AUPRO. Pixel F1/IoU are therefore optimistic, like all
+SurfaceDemo figures; AUROC, AUPRO and AP do not depend on the threshold.
+
+Run: ``python -m benchmarks.pgcn_study [--patterns brick grass gravel] [--seeds 0 1 2] [--image-size 128]``.
+Output (``--output``, default ``benchmarks/output/pgcn_study``): ``results.md`` (also printed), ``results.csv``,
+``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from anomalib.models.components import AnomalibModule
+
+from . import report
+from .runner import Entry, Record, build_model, instantiate_post_processor, metric_values, use_offline_weights
+from .suites import SURFACE_DEMO_CATEGORIES, SURFACE_DEMO_MATERIAL, baselines, build_datamodule, plugin_entries
+
+PLAIN = {"class_path": "anomalib.post_processing.PostProcessor"}
+INTERSECTION = {
+    "class_path": "anomalib_surface.post_processing.BidirectionalIntersection",
+    "init_args": {"flip": "horizontal"},
+}
+VARIANTS = {"": PLAIN, " + BidirectionalIntersection": INTERSECTION}
+"""Row-name suffix and post-processor of each test of a fitted model."""
+SUMMARY_KEYS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "pixel_AP", "pixel_F1", "pixel_IoU")
+
+
+def study_entries(pre_trained: bool, pgcn_epochs: tuple[int, int] | None = None) -> list[Entry]:
+    """Pgcn in its demo preset with one inference direction, and Patchcore, on the shared backbone.
+
+    ``pgcn_epochs`` replaces the preset's generator and comparator epochs.
+    """
+    (pgcn,) = [entry for entry in plugin_entries(pre_trained) if entry.model == "Pgcn"]
+    epochs = dict(zip(("generator_epochs", "comparator_epochs"), pgcn_epochs, strict=True)) if pgcn_epochs else {}
+    pgcn = dataclasses.replace(pgcn, init_args={**pgcn.init_args, "bidirectional": False, **epochs})
+    return [pgcn, *[entry for entry in baselines(pre_trained) if entry.model == "Patchcore"]]
+
+
+def pattern_category(material: str, train: str, test: str) -> str:
+    """TextureFolder category of training on pattern ``train`` and testing on ``test`` (see ``build_datamodule``)."""
+    return f"{material}/{train}" if train == test else f"{material}/{train}_to_{test}"
+
+
+def engine_arguments(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Keyword arguments of every Engine of the study, writing under ``root``."""
+    return {"accelerator": args.accelerator, "devices": 1, "default_root_dir": root, "logger": False,
+            "enable_progress_bar": args.progress}
+
+
+def fit(entry: Entry, args: argparse.Namespace, pattern: str) -> AnomalibModule:
+    """``entry`` built by the runner and fitted on ``pattern`` with seed ``args.seed`` (its model, on the Engine's device)."""
+    from anomalib.engine import Engine
+    from lightning.pytorch import seed_everything
+
+    seed_everything(args.seed, workers=True)
+    model = build_model(entry, args.image_size, args.epochs)
+    root = Path(args.output) / "runs" / entry.name / pattern / f"seed{args.seed}"
+    engine = Engine(max_epochs=args.epochs, **engine_arguments(args, root))
+    engine.fit(model, datamodule=build_datamodule(args, pattern_category(args.material, pattern, pattern)))
+    return model
+
+
+def evaluate(model: AnomalibModule, post_processor: dict[str, Any], args: argparse.Namespace, category: str) -> dict[str, float]:
+    """Metrics of a fitted ``model`` with ``post_processor`` calibrated on and applied to ``category``'s test set."""
+    from anomalib.engine import Engine
+
+    model.post_processor = instantiate_post_processor(post_processor)
+    datamodule = build_datamodule(args, category)
+    engine = Engine(**engine_arguments(args, Path(args.output) / "runs" / "test"))
+    engine.validate(model, datamodule=datamodule, verbose=False)
+    (results,) = engine.test(model, datamodule=datamodule, verbose=False)
+    return metric_values(results)
+
+
+def study_records(entry: Entry, args: argparse.Namespace, pattern: str, seed: int) -> list[Record]:
+    """One record per variant and test pattern of ``entry`` fitted on ``pattern``; failures become ``failed`` records."""
+    args = argparse.Namespace(**{**vars(args), "seed": seed})
+    tests = [
+        (entry.name + suffix, post_processor, pattern_category(args.material, pattern, test_pattern))
+        for (suffix, post_processor), test_pattern in itertools.product(VARIANTS.items(), args.patterns)
+    ]
+    records = [Record(entry=name, model=entry.model, category=category, status="failed") for name, _, category in tests]
+    try:
+        model = fit(entry, args, pattern)
+        for record, (_, post_processor, category) in zip(records, tests, strict=True):
+            record.metrics = evaluate(model, post_processor, args, category)
+            record.status = "ok"
+    except Exception as error:  # noqa: BLE001 - a failing model is reported and the others go on
+        for record in records:
+            record.error = record.error or f"{type(error).__name__}: {error}"
+    return records
+
+
+def is_cross_category(category: str) -> bool:
+    """Whether a :func:`pattern_category` tests another pattern than the one the model was fitted on."""
+    return "_to_" in category
+
+
+def is_cross_pattern(record: Record) -> bool:
+    """Whether the record tests another pattern than the one the model was fitted on."""
+    return is_cross_category(record.category)
+
+
+def pair_table(records: list[Record], key: str) -> str:
+    """``key`` (in %) per entry (rows) and training → test pattern (columns, same pattern first), mean over seeds."""
+    entries = list(dict.fromkeys(record.entry for record in records))
+    categories = sorted(dict.fromkeys(record.category for record in records), key=is_cross_category)
+    lines = [
+        "| model | " + " | ".join(category.split("/", 1)[1].replace("_to_", " → ") for category in categories) + " |",
+        "|---|" + "---:|" * len(categories),
+    ]
+    for entry in entries:
+        cells = [
+            [record.metrics.get(key) for record in records if (record.entry, record.category, record.status) == (entry, category, "ok")]
+            for category in categories
+        ]
+        lines.append(f"| {entry} | " + " | ".join(report.format_value(key, report.mean_or_none(values)) for values in cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(records: list[Record], args: argparse.Namespace, env: dict[str, Any], command: str) -> str:
+    """The study's tables: same vs cross pattern means, then image AUROC, pixel AUROC and AUPRO per pattern pair."""
+    same = [record for record in records if not is_cross_pattern(record)]
+    cross = [record for record in records if is_cross_pattern(record)]
+    patterns, seeds = len(args.patterns), len(args.seeds)
+    pgcn_args = study_entries(args.pretrained, args.pgcn_epochs)[0].init_args
+    sections = [
+        "## Pgcn vs Patchcore across patterns; BidirectionalIntersection on vs off",
+        f"Command: `{command}`",
+        "Environment: " + ", ".join(f"{key} {value}" for key, value in env.items()),
+        f"Patterns {', '.join(args.patterns)} of material `{args.material}`, seeds {', '.join(map(str, args.seeds))}, "
+        f"{args.image_size} px, Pgcn {pgcn_args['generator_epochs']}+{pgcn_args['comparator_epochs']} epochs; "
+        "one fit per model, training pattern and seed. Metrics in %.",
+        f"### Same pattern (train and test on one pattern; mean of {patterns} patterns x {seeds} seeds)",
+        report.markdown_table(same, SUMMARY_KEYS),
+        f"### Cross pattern (train on one pattern, test on another; mean of {patterns * (patterns - 1)} pairs x {seeds} seeds)",
+        report.markdown_table(cross, SUMMARY_KEYS),
+        *[f"### {report.HEADERS[key]} per training → test pattern\n\n{pair_table(records, key)}"
+          for key in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")],
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def run_study(args: argparse.Namespace) -> list[Record]:
+    """Fit every entry on every pattern and seed, test on every pattern and variant; write and print the tables."""
+    from tqdm import tqdm
+
+    output = Path(args.output)
+    command = "python -m benchmarks.pgcn_study " + shlex.join(sys.argv[1:])
+    env = report.environment(args.seeds, args.accelerator)
+    entries = [
+        entry for entry in study_entries(args.pretrained, args.pgcn_epochs) if not args.models or entry.model in args.models
+    ]
+    records: list[Record] = []
+    jobs = list(itertools.product(args.seeds, args.patterns, entries))
+    for seed, pattern, entry in tqdm(jobs, desc="pgcn study", unit="fit"):
+        records += study_records(entry, args, pattern, seed)
+        report.write_tables(records, env, output, "Pgcn study", command)
+    text = markdown(records, args, env, command)
+    (output / "results.md").write_text(text)
+    print(text)
+    return records
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; ``data`` is always TextureFolder (SurfaceDemo's categories without ``--root``)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default=None, help="TextureFolder collection root (default: SurfaceDemo as one)")
+    parser.add_argument("--material", default=SURFACE_DEMO_MATERIAL, help="material folder under --root")
+    parser.add_argument("--patterns", nargs="+", default=list(SURFACE_DEMO_CATEGORIES), help="at least two patterns")
+    parser.add_argument("--models", nargs="*", default=None, help="only these model classes (Pgcn, Patchcore)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=30, help="epoch budget of single-phase models (Pgcn sets its own)")
+    parser.add_argument("--pgcn-epochs", type=int, nargs=2, default=None, metavar=("GENERATOR", "COMPARATOR"),
+                        help="Pgcn's phase epochs (default: the demo preset's)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false")
+    parser.add_argument("--output", default="benchmarks/output/pgcn_study")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    args = parser.parse_args(argv)
+    if len(set(args.patterns)) < 2:  # noqa: PLR2004
+        parser.error(f"--patterns needs at least two different patterns, got {args.patterns}.")
+    args.data = "TextureFolder"
+    args.seed = args.seeds[0]  # of the datamodules built outside a fit; each fit uses its own seed
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[Record]:
+    """Parse the options, install the offline backbone weights when pretrained, run the study."""
+    args = parse_args(argv)
+    use_offline_weights(pretrained=args.pretrained)
+    return run_study(args)
+
+
+if __name__ == "__main__":
+    main()
