@@ -400,5 +400,9 @@ class TextureFolder(AnomalibDataModule):
             normal_test_from_train=self.split_mode == "cross_pattern",
             **common,
         )
+        # The task is the collection's (that of the test images), as in anomalib's datasets: when a pattern has no
+        # test/good, anomalib moves training images into the test set, and pandas drops ``attrs`` on concatenation
+        # unless both splits agree.
+        self.train_data.samples.attrs["task"] = self.test_data.samples.attrs["task"]
         for dataset in (self.train_data, self.test_data):
             dataset.category = self.category

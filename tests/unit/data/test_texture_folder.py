@@ -80,6 +80,17 @@ def test_pattern_mode_uses_one_pattern(collection: Path) -> None:
     assert batch.gt_label.tolist() == [int(Path(path).parent.name != "good") for path in batch.image_path]
 
 
+def test_pattern_without_test_good_gets_normal_test_images_from_training(collection: Path) -> None:
+    datamodule = _setup(collection, pattern="b", test_split_ratio=0.5, seed=0)
+    assert datamodule.train_data.task == datamodule.test_data.task == "segmentation"
+    test = datamodule.test_data.samples
+    assert (test.split == "train").sum() == 1  # half of b's two training images, moved by anomalib
+    assert len(datamodule.train_data) == 1
+    batch = next(iter(datamodule.test_dataloader()))
+    assert batch.gt_mask.shape == (len(test), HEIGHT, WIDTH)
+    assert sorted(batch.gt_label.tolist()) == [0, 1, 1]
+
+
 def test_material_mode_pools_all_patterns(collection: Path) -> None:
     datamodule = _setup(collection, split_mode="material")
     assert sorted(datamodule.train_data.samples.pattern) == ["a", "a", "a", "b", "b"]
