@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from anomalib.metrics import F1AdaptiveThreshold
 
-from anomalib_surface.post_processing import DoubleThresholdMorphology
+from anomalib_surface.post_processing import VALIDATION_FACTOR_GRID, DoubleThresholdMorphology
 
 SEGMENTATION_KEYS = ("precision", "recall", "accuracy", "F1", "IoU")
 # DoubleThresholdMorphology calibrated on validation maps: defect-free statistics, high factor by pixel F1.
-VALIDATED_OPTIONS = {"threshold_statistics": "normal", "factor_grid": tuple(np.arange(1.0, 16.01, 0.5).tolist())}
+VALIDATED_OPTIONS = {"threshold_statistics": "normal", "factor_grid": VALIDATION_FACTOR_GRID}
 
 
 def segmentation_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:

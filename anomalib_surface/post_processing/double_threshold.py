@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -29,6 +30,7 @@ from lightning.pytorch import LightningModule, Trainer
 from anomalib_surface.components.checks import is_traced, require_int
 
 __all__ = [
+    "VALIDATION_FACTOR_GRID",
     "DoubleThresholdMorphology",
     "component_sum",
     "hysteresis_threshold",
@@ -41,6 +43,8 @@ KERNEL_SHAPES = ("square", "disk", "cross")
 MORPHOLOGY_OPERATIONS = {"open": opening, "close": closing}
 LABEL_MODES = ("mask", "score")
 THRESHOLD_STATISTICS = ("image", "normal")
+VALIDATION_FACTOR_GRID = tuple(1.0 + 0.5 * step for step in range(31))
+"""High factors 1.0, 1.5, ..., 16.0: a ``factor_grid`` wide enough for the maps of every model we benchmarked."""
 
 
 def structuring_element(size: int, shape: str, device: torch.device | None = None) -> torch.Tensor:
@@ -112,15 +116,17 @@ def hysteresis_threshold(
         num_iterations (int): Label propagation steps (see :func:`label_components`).
         statistics (tuple[torch.Tensor, torch.Tensor] | None): ``(mean, std)`` broadcastable to ``maps``
             (e.g. of defect-free validation maps); ``None`` uses each image's and channel's own mean and
-            population std (adaptive, as in CLGAN).
+            population std (adaptive, as in CLGAN). NaN statistics (not calibrated yet) fall back to the
+            image's own, also in exported graphs.
 
     Returns:
         torch.Tensor: Boolean mask of shape ``[B, C, H, W]``.
     """
-    if statistics is None:
-        std, mean = torch.std_mean(maps, dim=(-2, -1), keepdim=True, correction=0)
-    else:
-        mean, std = statistics
+    std, mean = torch.std_mean(maps, dim=(-2, -1), keepdim=True, correction=0)
+    if statistics is not None:
+        given_mean, given_std = statistics
+        mean = torch.where(torch.isnan(given_mean), mean, given_mean)
+        std = torch.where(torch.isnan(given_std), std, given_std)
     weak = maps > mean + low_factor * std
     strong = maps > mean + high_factor * std
     labels = label_components(weak.flatten(0, 1).unsqueeze(1), num_iterations)
@@ -147,6 +153,13 @@ def _validate_factors(low_factor: float, high_factor: float) -> None:
     if not 0 <= low_factor <= high_factor:
         msg = f"Expected 0 <= low_factor <= high_factor, got low_factor={low_factor}, high_factor={high_factor}."
         raise ValueError(msg)
+
+
+def _sum_over_processes(trainer: Trainer | None, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` (CPU) summed over the DDP processes of ``trainer``; unchanged in one process or without a trainer."""
+    if trainer is None or trainer.world_size == 1:
+        return tensor
+    return trainer.strategy.reduce(tensor.to(trainer.strategy.root_device), reduce_op="sum").cpu()
 
 
 class DoubleThresholdMorphology(PostProcessor):
@@ -196,13 +209,14 @@ class DoubleThresholdMorphology(PostProcessor):
         label_mode (str): "mask" or "score", see above. Defaults to ``"mask"``.
         threshold_statistics (str): "image" (per image and channel) or "normal" (mean/std of all pixels
             of validation images with ``gt_label`` 0, collected by the validation callbacks and kept as
-            buffers). Defaults to ``"image"``.
+            buffers; until a validation run has set them, each image's own statistics are used, with a
+            warning). Defaults to ``"image"``.
         factor_grid (Sequence[float]): High factors tried at the end of validation on the validation
             maps and masks (those with ``gt_mask``); the one with the best pixel F1 replaces
             ``high_factor`` (low factor ``k - (high_factor - low_factor)``, at least 0) and is kept as a
             buffer. Empty: ``low_factor``/``high_factor`` as given. The validation maps are kept until the
-            end of validation (as anomalib's F1-adaptive threshold keeps them). Under DDP each process
-            calibrates on its own validation shard. Defaults to ``()``.
+            end of validation (as anomalib's F1-adaptive threshold keeps them). Under DDP the counts of
+            every process are summed, so all processes pick the same factor. Defaults to ``()``.
         **kwargs: Passed to :class:`~anomalib.post_processing.PostProcessor` (``enable_normalization``,
             ``enable_thresholding``, ``enable_threshold_matching``, ``image_sensitivity``,
             ``pixel_sensitivity``).
@@ -314,47 +328,60 @@ class DoubleThresholdMorphology(PostProcessor):
             self._validation_maps.append(maps)
             self._validation_masks.append(outputs.gt_mask.reshape(maps.shape[0], *maps.shape[-2:]).bool())
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Set the parent's thresholds, then ``normal_mean``/``normal_std`` and ``calibrated_high_factor``."""
+    def on_validation_epoch_end(self, trainer: Trainer | None, pl_module: LightningModule | None) -> None:
+        """Set the parent's thresholds, then ``normal_mean``/``normal_std`` and ``calibrated_high_factor``.
+
+        Pixel moments and per-factor pixel counts are summed over DDP processes first, so every process ends
+        with the statistics of the whole validation set (the same as one process would compute).
+        """
         super().on_validation_epoch_end(trainer, pl_module)
-        count, total, squares = self._normal_moments.tolist()
-        if count:
-            mean = total / count
-            self.normal_mean.fill_(mean)
-            self.normal_std.fill_(max(squares / count - mean**2, 0.0) ** 0.5)
-        if self._validation_maps:
-            maps, masks = torch.cat(self._validation_maps), torch.cat(self._validation_masks)
-            best = max(self.factor_grid, key=lambda factor: self._pixel_f1(maps, masks, factor))
-            self.calibrated_high_factor.fill_(best)
+        if self.threshold_statistics == "normal":
+            count, total, squares = _sum_over_processes(trainer, self._normal_moments).tolist()
+            if count:
+                mean = total / count
+                self.normal_mean.fill_(mean)
+                self.normal_std.fill_(max(squares / count - mean**2, 0.0) ** 0.5)
+        if self.factor_grid:
+            counts = _sum_over_processes(trainer, self._factor_grid_counts())
+            true_positives, predicted, truth = counts.unbind(dim=1)
+            if truth.sum() > 0:  # no defect pixels: nothing to calibrate on, keep high_factor
+                f1 = 2 * true_positives / (predicted + truth).clamp(min=1)
+                self.calibrated_high_factor.fill_(self.factor_grid[int(f1.argmax())])
         self._normal_moments.zero_()
         self._validation_maps, self._validation_masks = [], []
 
-    def _pixel_f1(self, maps: torch.Tensor, masks: torch.Tensor, high_factor: float) -> float:
-        """Pixel F1 over all ``[N, C, H, W]`` maps against ``[N, H, W]`` masks with high factor ``high_factor``."""
-        predicted = self._mask_from_channels(maps, high_factor)
-        true_positives = (predicted & masks).sum()
-        return float(2 * true_positives / (predicted.sum() + masks.sum()).clamp(min=1))
+    def _factor_grid_counts(self) -> torch.Tensor:
+        """``[len(factor_grid), 3]`` float64 (true positive, predicted, true) pixel counts of the kept validation maps."""
+        counts = torch.zeros(len(self.factor_grid), 3, dtype=torch.float64)
+        if self._validation_maps:
+            maps, masks = torch.cat(self._validation_maps), torch.cat(self._validation_masks)
+            for index, factor in enumerate(self.factor_grid):
+                predicted = self._mask_from_channels(maps, factor)
+                counts[index] = torch.stack([(predicted & masks).sum(), predicted.sum(), masks.sum()]).double().cpu()
+        return counts
 
     def _factors(self, high_factor: float | None = None) -> tuple[float | torch.Tensor, float | torch.Tensor]:
         """``(low, high)`` factors: ``high_factor`` if given, else the calibrated one if any, else the configured."""
         if high_factor is None:
-            calibrated = bool(self.factor_grid) and (is_traced() or not torch.isnan(self.calibrated_high_factor))
-            high_factor = self.calibrated_high_factor if calibrated else self.high_factor
+            high_factor = self.high_factor
+            if self.factor_grid:  # the calibrated factor once validation has set it (no branch: exportable)
+                calibrated = self.calibrated_high_factor
+                high_factor = torch.where(torch.isnan(calibrated), calibrated.new_tensor(high_factor), calibrated)
         band = self.high_factor - self.low_factor
         if isinstance(high_factor, torch.Tensor):
             return (high_factor - band).clamp(min=0), high_factor
         return max(high_factor - band, 0.0), high_factor
 
     def _statistics(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(mean, std)`` of the defect-free validation pixels, or ``None`` for per-image statistics."""
+        """``(mean, std)`` of the defect-free validation pixels (NaN before validation), ``None`` for per-image ones."""
         if self.threshold_statistics == "image":
             return None
         if not is_traced() and torch.isnan(self.normal_mean):
-            msg = (
-                'threshold_statistics="normal" needs a validation run with defect-free images (gt_label 0) '
-                "before masks can be computed."
+            warnings.warn(
+                'DoubleThresholdMorphology(threshold_statistics="normal") has no statistics yet (they come from a '
+                "validation run with defect-free images, gt_label 0): using each image's own mean and std until then.",
+                stacklevel=2,
             )
-            raise RuntimeError(msg)
         return self.normal_mean, self.normal_std
 
     def compute_mask(self, anomaly_map: torch.Tensor) -> torch.Tensor:

@@ -220,14 +220,35 @@ def test_callback_path_on_lightning_batch(seed_tail_blob: tuple[torch.Tensor, to
     assert torch.allclose(batch.pred_score, torch.tensor([1.0, 0.0]))
 
 
-def test_onnx_export_matches_eager(tmp_path: pytest.TempPathFactory) -> None:
+def _calibrated(post_processor: DoubleThresholdMorphology) -> DoubleThresholdMorphology:
+    """``post_processor`` with defect-free statistics and a high factor as a validation run would set them."""
+    post_processor.normal_mean.fill_(0.45)
+    post_processor.normal_std.fill_(0.05)
+    post_processor.calibrated_high_factor.fill_(4.0)
+    return post_processor
+
+
+EXPORT_CASES = {
+    "per-image statistics": lambda: DoubleThresholdMorphology(min_area=3, label_iterations=4),
+    "normal statistics, not calibrated (per-image fallback)": lambda: DoubleThresholdMorphology(
+        min_area=3, label_iterations=4, threshold_statistics="normal", factor_grid=(2.0, 3.0)
+    ),
+    "normal statistics, calibrated": lambda: _calibrated(
+        DoubleThresholdMorphology(min_area=3, label_iterations=4, threshold_statistics="normal", factor_grid=(2.0, 3.0))
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore:DoubleThresholdMorphology.*no statistics yet")
+@pytest.mark.parametrize("case", EXPORT_CASES)
+def test_onnx_export_matches_eager(case: str, tmp_path: pytest.TempPathFactory) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
 
     class Wrapper(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.post_processor = DoubleThresholdMorphology(min_area=3, label_iterations=4)
+            self.post_processor = EXPORT_CASES[case]()
 
         def forward(self, anomaly_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             scores = anomaly_map.amax((1, 2, 3))
@@ -267,8 +288,11 @@ def test_normal_statistics_and_factor_grid_are_calibrated_on_validation() -> Non
     post_processor = DoubleThresholdMorphology(
         low_factor=2.0, high_factor=3.0, operations=(), threshold_statistics="normal", factor_grid=(2.0, 5.0, 12.0)
     )
-    with pytest.raises(RuntimeError, match="validation"):
-        post_processor.compute_mask(normal[None])
+    # before validation: each image's own statistics and the configured factors, with a warning
+    with pytest.warns(UserWarning, match="validation"):
+        uncalibrated = post_processor.compute_mask(defective[None])
+    per_image = DoubleThresholdMorphology(low_factor=2.0, high_factor=3.0, operations=())
+    assert torch.equal(uncalibrated, per_image.compute_mask(defective[None]))
     normal_masks = torch.zeros(2, SIZE, SIZE, dtype=torch.bool)
     post_processor.on_validation_batch_end(None, None, _validation_batch(torch.stack([normal, normal]), normal_masks))
     post_processor.on_validation_batch_end(None, None, _validation_batch(defective[None], truth[None]))

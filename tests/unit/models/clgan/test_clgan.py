@@ -25,7 +25,7 @@ from anomalib_surface.models.clgan.torch_model import (
     PatchSampleMLP,
     ResnetGenerator,
 )
-from anomalib_surface.post_processing import DoubleThresholdMorphology
+from anomalib_surface.post_processing import VALIDATION_FACTOR_GRID, DoubleThresholdMorphology
 
 CONFIG = Path(__file__).parents[4] / "configs" / "model" / "clgan.yaml"
 
@@ -188,6 +188,8 @@ def test_clgan_loss_rejects_bad_weights(weights: dict, message: str) -> None:
 def test_clgan_defaults_post_processor_evaluator_and_optimizers() -> None:
     model = Clgan(**Clgan.smoke_test_init_args())
     assert isinstance(model.post_processor, DoubleThresholdMorphology)
+    assert model.post_processor.threshold_statistics == "normal"
+    assert model.post_processor.factor_grid == VALIDATION_FACTOR_GRID
     names = {metric.name for metric in model.evaluator.test_metrics}
     assert {"image_AUROC", "pixel_AUROC", "pixel_F1Score", "pixel_Precision", "pixel_Recall"} <= names
     assert {"pixel_Accuracy", "pixel_F1", "pixel_IoU"} <= names
@@ -291,6 +293,13 @@ def test_engine_fit_test_and_checkpoint_reload(surface_demo_root: Path, tmp_path
     with torch.no_grad():
         expected, actual = model.eval()(images), reloaded(images)
     assert isinstance(reloaded.post_processor, DoubleThresholdMorphology)
+    # the default post-processor was calibrated on validation and the calibration is in the checkpoint
+    names = ("normal_mean", "normal_std", "calibrated_high_factor")
+    calibrated = {name: getattr(model.post_processor, name) for name in names}
+    assert all(torch.isfinite(value) for value in calibrated.values())
+    assert calibrated["calibrated_high_factor"].item() in VALIDATION_FACTOR_GRID
+    for name, value in calibrated.items():
+        assert torch.equal(getattr(reloaded.post_processor, name), value), name
     assert torch.allclose(expected.pred_score, actual.pred_score)
     assert torch.equal(expected.pred_mask, actual.pred_mask)
 
