@@ -3,7 +3,7 @@
 from .backbone import PretrainedWeightsUnavailableError, create_backbone
 from .batch_norm import PreciseBatchNorm
 from .coreset import greedy_coreset, greedy_k_center
-from .distributed import UnseenImages, allow_unused_parameters, broadcast_buffers
+from .distributed import UnseenImages, allow_unused_parameters, broadcast_buffers, sum_over_processes
 from .memory_bank import PatchFeatureStore, all_gather_rows, image_keys
 from .nearest_neighbor import NearestNeighborSearch, torch_nearest_neighbors
 from .realistic_anomaly import RealisticAnomalyGenerator
@@ -30,5 +30,6 @@ __all__ = [
     "list_images",
     "paths_of_test_split",
     "perlin_masks",
+    "sum_over_processes",
     "torch_nearest_neighbors",
 ]

@@ -10,11 +10,21 @@ from torch import nn
 
 from .memory_bank import all_gather_rows
 
-__all__ = ["UnseenImages", "allow_unused_parameters", "broadcast_buffers"]
+__all__ = ["UnseenImages", "allow_unused_parameters", "broadcast_buffers", "sum_over_processes"]
 
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def sum_over_processes(trainer: Trainer | None, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over the DDP processes of ``trainer``, on ``tensor``'s device.
+
+    Unchanged in one process or without a trainer. The sum runs on the strategy's device (NCCL needs GPU tensors).
+    """
+    if trainer is None or trainer.world_size == 1:
+        return tensor
+    return trainer.strategy.reduce(tensor.to(trainer.strategy.root_device), reduce_op="sum").to(tensor.device)
 
 
 def allow_unused_parameters(trainer: Trainer | None) -> None:

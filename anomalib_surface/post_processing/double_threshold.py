@@ -28,6 +28,7 @@ from kornia.morphology import closing, opening
 from lightning.pytorch import LightningModule, Trainer
 
 from anomalib_surface.components.checks import is_traced, require_int
+from anomalib_surface.components.distributed import sum_over_processes
 
 __all__ = [
     "VALIDATION_FACTOR_GRID",
@@ -153,13 +154,6 @@ def _validate_factors(low_factor: float, high_factor: float) -> None:
     if not 0 <= low_factor <= high_factor:
         msg = f"Expected 0 <= low_factor <= high_factor, got low_factor={low_factor}, high_factor={high_factor}."
         raise ValueError(msg)
-
-
-def _sum_over_processes(trainer: Trainer | None, tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` (CPU) summed over the DDP processes of ``trainer``; unchanged in one process or without a trainer."""
-    if trainer is None or trainer.world_size == 1:
-        return tensor
-    return trainer.strategy.reduce(tensor.to(trainer.strategy.root_device), reduce_op="sum").cpu()
 
 
 class DoubleThresholdMorphology(PostProcessor):
@@ -339,13 +333,13 @@ class DoubleThresholdMorphology(PostProcessor):
         """
         super().on_validation_epoch_end(trainer, pl_module)
         if self.threshold_statistics == "normal":
-            count, total, squares = _sum_over_processes(trainer, self._normal_moments).tolist()
+            count, total, squares = sum_over_processes(trainer, self._normal_moments).tolist()
             if count:
                 mean = total / count
                 self.normal_mean.fill_(mean)
                 self.normal_std.fill_(max(squares / count - mean**2, 0.0) ** 0.5)
         if self.factor_grid:
-            counts = _sum_over_processes(trainer, self._factor_grid_counts())
+            counts = sum_over_processes(trainer, self._factor_grid_counts())
             true_positives, predicted, truth = counts.unbind(dim=1)
             if truth.sum() > 0:  # no defect pixels: nothing to calibrate on, keep high_factor
                 f1 = 2 * true_positives / (predicted + truth).clamp(min=1)
@@ -358,9 +352,10 @@ class DoubleThresholdMorphology(PostProcessor):
         counts = torch.zeros(len(self.factor_grid), 3, dtype=torch.float64)
         if self._validation_maps:
             maps, masks = torch.cat(self._validation_maps), torch.cat(self._validation_masks)
+            counts[:, 2] = float(masks.sum())
             for index, factor in enumerate(self.factor_grid):
                 predicted = self._mask_from_channels(maps, factor)
-                counts[index] = torch.stack([(predicted & masks).sum(), predicted.sum(), masks.sum()]).double().cpu()
+                counts[index, :2] = torch.stack([(predicted & masks).sum(), predicted.sum()]).double().cpu()
         return counts
 
     def _factors(self, high_factor: float | None = None) -> tuple[float | torch.Tensor, float | torch.Tensor]:

@@ -47,6 +47,7 @@ from anomalib_surface.components import (
     check_finite,
     image_keys,
     paths_of_test_split,
+    sum_over_processes,
 )
 from anomalib_surface.components.checks import require_int, require_number, require_unnormalised_inputs
 
@@ -293,8 +294,8 @@ class Locc(AnomalibModule):
         if self._centre_sum is None:
             msg = "Locc's centre pass saw no training batch; check the training dataloader and limit_train_batches."
             raise RuntimeError(msg)
-        total = self.trainer.strategy.reduce(self._centre_sum, reduce_op="sum")
-        count = self.trainer.strategy.reduce(self._centre_count, reduce_op="sum")
+        total = sum_over_processes(self.trainer, self._centre_sum)
+        count = sum_over_processes(self.trainer, self._centre_count)
         self.model.alm.set_centres(total / count)
         self._centre_sum, self._centre_count = None, None
 

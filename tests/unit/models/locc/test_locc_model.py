@@ -39,6 +39,8 @@ def tiny_locc(**overrides) -> Locc:
 class TwoRankStrategy:
     """Stands in for a DDP strategy whose other rank saw ``count`` images with feature sum ``total``."""
 
+    root_device = torch.device("cpu")
+
     def __init__(self, total: torch.Tensor, count: float) -> None:
         self.other = {"sum": total, "count": torch.tensor(count)}
 
@@ -115,7 +117,7 @@ def test_centres_are_summed_over_all_ranks(center: str, grid: tuple[int, int]) -
         aligned, _ = model.model.align(images)
         local = model.model.alm.reduce(model.model.alm.mixed_features(aligned))
     other_sum, other_count = torch.randn(local.shape[1:]), 6.0
-    model.trainer = SimpleNamespace(current_epoch=1, strategy=TwoRankStrategy(other_sum, other_count))
+    model.trainer = SimpleNamespace(current_epoch=1, world_size=2, strategy=TwoRankStrategy(other_sum, other_count))
 
     model.on_train_epoch_start()
     assert model.phase == LoccPhase.CENTRES
