@@ -114,6 +114,34 @@ def test_label_components_matches_skimage_8_connectivity() -> None:
         assert (ours[~mask] == 0).all()
 
 
+@pytest.mark.parametrize("num_iterations", [2, 64])
+def test_label_components_eager_early_stop_equals_all_steps(
+    num_iterations: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Per-map early stopping and skipping empty maps give the labels of running every step on every map."""
+    from anomalib_surface.post_processing import double_threshold
+
+    generator = torch.Generator().manual_seed(2)
+    masks = torch.nn.functional.avg_pool2d(torch.rand(4, 1, 40, 40, generator=generator), 3, 1, 1) > 0.5
+    masks[1] = False  # an empty map
+    masks[2] = True  # one component spanning the map: the slowest to converge
+    eager = label_components(masks, num_iterations)
+    monkeypatch.setattr(double_threshold, "is_traced", lambda: True)
+    assert torch.equal(eager, label_components(masks, num_iterations))
+
+
+def test_hysteresis_without_seed_pixel_is_empty() -> None:
+    maps = torch.zeros(2, 1, 16, 16)
+    maps[:, :, 4:8, 4:8] = 1.0
+    mask = hysteresis_threshold(maps, 0.5, 2.0, 64, statistics=(torch.tensor(0.0), torch.tensor(1.0)))
+    assert not mask.any()
+    maps[1, :, 5, 5] = 3.0  # a seed in the second map keeps its whole weak region
+    mask = hysteresis_threshold(maps, 0.5, 2.0, 64, statistics=(torch.tensor(0.0), torch.tensor(1.0)))
+    assert not mask[0].any()
+    assert torch.equal(mask[1, 0], maps[1, 0] > 0.5)
+
+
 def test_structuring_elements() -> None:
     assert structuring_element(3, "square").sum() == 9
     assert torch.equal(structuring_element(3, "cross"), structuring_element(3, "disk"))
