@@ -362,7 +362,7 @@ class DoubleThresholdMorphology(PostProcessor):
         self._validation_maps, self._validation_masks = [], []
 
     def _factor_grid_counts(self) -> torch.Tensor:
-        """``[len(factor_grid), 3]`` float64 (true positive, predicted, true) pixel counts of the kept validation maps."""
+        """``[len(factor_grid), 3]`` float64 (true positive, predicted, true) pixel counts of the kept maps."""
         counts = torch.zeros(len(self.factor_grid), 3, dtype=torch.float64)
         if self._validation_maps:
             maps, masks = torch.cat(self._validation_maps), torch.cat(self._validation_masks)

@@ -3,7 +3,9 @@
 The local distances are computed on the aligned image ``I_M``. They are up-sampled to ``I_M``'s
 resolution and then warped back with the inverse of the image matching transform, so that the map
 lies on the input image ``I_O`` (where the ground-truth masks are). Input pixels that the aligned
-image does not cover (they were warped out of its frame) get the value ``0``.
+image does not cover (they were warped out of its frame) take the score of the nearest pixel it covers,
+so a defect cut by ``I_M``'s frame extends to the input's border instead of ending in a normal-looking
+``0`` (one lying wholly outside ``I_M`` stays unseen).
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ class AnomalyMapGenerator(nn.Module):
                 when the input was not aligned.
 
         Returns:
-            ``[B, 1, H, W]`` anomaly map in input coordinates; ``0`` where ``I_M`` does not reach.
+            ``[B, 1, H, W]`` anomaly map in input coordinates; nearest covered score where ``I_M`` does not reach.
         """
         anomaly_map = F.interpolate(distance, size=tuple(image_size), mode="bilinear", align_corners=False)
         if params is None:
             return anomaly_map
-        return warp(anomaly_map, inverse_rigid_matrix(params, *anomaly_map.shape[-2:]), padding_mode="zeros")
+        return warp(anomaly_map, inverse_rigid_matrix(params, *anomaly_map.shape[-2:]), padding_mode="border")

@@ -105,10 +105,12 @@ def test_inverse_warp_maps_a_mask_back_onto_the_original(size: tuple[int, int]) 
     assert min(iou(back[i], original[i]) for i in range(len(KNOWN))) > 0.95
 
 
-def test_anomaly_map_is_zero_where_the_aligned_image_does_not_reach() -> None:
-    """Shifting by half the width leaves the input's left quarter outside I_M: documented fill 0."""
+def test_anomaly_map_extends_the_nearest_score_where_the_aligned_image_does_not_reach() -> None:
+    """Shifting by half the width leaves the input's left quarter outside I_M: it takes I_M's edge scores."""
     distance = torch.full((1, 1, 8, 8), 0.5)
+    distance[..., 0] = 2.0  # I_M's left column, whose scores the uncovered input pixels continue
     anomaly_map = AnomalyMapGenerator()(distance, (32, 32), torch.tensor([[0.5, 0.0, 0.0]]))
-    assert torch.all(anomaly_map[..., :7] == 0)
-    torch.testing.assert_close(anomaly_map[..., 9:], torch.full_like(anomaly_map[..., 9:], 0.5))
-    torch.testing.assert_close(AnomalyMapGenerator()(distance, (32, 32)), torch.full((1, 1, 32, 32), 0.5))
+    torch.testing.assert_close(anomaly_map[..., :8], torch.full_like(anomaly_map[..., :8], 2.0))
+    torch.testing.assert_close(anomaly_map[..., 14:], torch.full_like(anomaly_map[..., 14:], 0.5))
+    unaligned = AnomalyMapGenerator()(torch.full((1, 1, 8, 8), 0.5), (32, 32))
+    torch.testing.assert_close(unaligned, torch.full((1, 1, 32, 32), 0.5))
