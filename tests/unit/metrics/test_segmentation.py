@@ -84,3 +84,12 @@ def test_missing_field_is_skipped_unless_strict() -> None:
 def test_usable_in_evaluator() -> None:
     evaluator = Evaluator(test_metrics=pixel_segmentation_metrics())
     assert [metric.name for metric in evaluator.test_metrics] == list(EXPECTED)
+
+
+def test_evaluator_with_pixel_segmentation_shows_each_figure_once() -> None:
+    """anomalib's pixel_F1Score is the pixel F1 of pred_mask vs gt_mask: no pixel_F1 beside it, the rest added."""
+    from anomalib_surface.metrics import evaluator_with_pixel_segmentation
+
+    names = [metric.name for metric in evaluator_with_pixel_segmentation().test_metrics]
+    assert names == ["image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score",
+                     "pixel_Precision", "pixel_Recall", "pixel_Accuracy", "pixel_IoU"]
