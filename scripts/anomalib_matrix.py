@@ -44,7 +44,7 @@ def run(command: list[str], **kwargs: object) -> None:
     subprocess.run(command, check=True, **kwargs)  # noqa: S603 - our own command lines
 
 
-def build_venv(minor: str, root: Path) -> Path:
+def build_venv(minor: str, root: Path, extra: list[str]) -> Path:
     """A venv at ``root/anomalib-<minor>`` holding the newest anomalib ``<minor>.x`` and this repository (editable).
 
     Returns:
@@ -66,7 +66,7 @@ def build_venv(minor: str, root: Path) -> Path:
     run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"])
     run([
         str(python), "-m", "pip", "install", "-q", "-c", str(constraints),
-        f"anomalib~={minor}.0", "-e", f"{REPO_ROOT}[test]",
+        f"anomalib~={minor}.0", "-e", f"{REPO_ROOT}[test]", *extra,
     ])
     return python
 
@@ -75,6 +75,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minors", nargs="+", default=None, help="anomalib minors, e.g. 2.4 2.7 (default: all tested)")
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "anomalib-matrix")
+    parser.add_argument("--with", dest="extra", nargs="*", default=[], help="extra packages to install in each venv")
     parser.add_argument("--keep", action="store_true", help="keep each venv after its run")
     parser.add_argument("pytest_args", nargs="*", help="after --: tests and pytest options (default: see module doc)")
     args = parser.parse_args()
@@ -84,7 +85,7 @@ def main() -> int:
     for minor in args.minors or tested_minors():
         start = time.monotonic()
         try:
-            python = build_venv(minor, args.root)
+            python = build_venv(minor, args.root, args.extra)
             installed = subprocess.run(
                 [str(python), "-c", "import anomalib; print(anomalib.__version__)"],
                 check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""},

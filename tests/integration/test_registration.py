@@ -308,13 +308,13 @@ def test_regular_wheel_install_runs_the_hook(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         assert {"anomalib_surface_autoload.pth", "anomalib_surface_autoload.start"} <= set(archive.namelist())
         archive.extractall(site_dir)
-    venv_site = next(p for p in sys.path if p.endswith("site-packages"))
+    venv_sites = [p for p in sys.path if p.endswith("site-packages")]
     # -S: no automatic site processing, so the editable install's .pth files stay out of the way.
     result = last_json(
         run_python(
             f"""
             import json, site, sys
-            sys.path.append({venv_site!r})
+            sys.path.extend({venv_sites!r})
             site.addsitedir({str(site_dir)!r})
             import anomalib.models
             print(json.dumps({{"origin": anomalib.models.Clgan.__module__.split(".")[0],
