@@ -1,7 +1,7 @@
 """Build one virtual environment per supported anomalib minor version and run the plugin's tests in each.
 
     python scripts/anomalib_matrix.py                       # every minor in compat.TESTED_MINORS
-    python scripts/anomalib_matrix.py --minors 2.4 2.7      # CI: the oldest and the newest
+    python scripts/anomalib_matrix.py --ends                # CI: the oldest and the newest tested minor
     python scripts/anomalib_matrix.py --minors 2.3 --keep   # keep the venv to look around
 
 No venv downloads its own PyTorch: each one sees the running interpreter's site-packages (which must hold torch,
@@ -74,6 +74,7 @@ def build_venv(minor: str, root: Path, extra: list[str]) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minors", nargs="+", default=None, help="anomalib minors, e.g. 2.4 2.7 (default: all tested)")
+    parser.add_argument("--ends", action="store_true", help="only the oldest and the newest tested minor")
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "anomalib-matrix")
     parser.add_argument("--with", dest="extra", nargs="*", default=[], help="extra packages to install in each venv")
     parser.add_argument("--keep", action="store_true", help="keep each venv after its run")
@@ -82,7 +83,10 @@ def main() -> int:
     pytest_args = args.pytest_args or [*DEFAULT_TESTS, *DEFAULT_PYTEST_ARGS]
     args.root.mkdir(parents=True, exist_ok=True)
     results = {}
-    for minor in args.minors or tested_minors():
+    minors = args.minors or tested_minors()
+    if args.ends:
+        minors = sorted({minors[0], minors[-1]}, key=minors.index)
+    for minor in minors:
         start = time.monotonic()
         try:
             python = build_venv(minor, args.root, args.extra)
