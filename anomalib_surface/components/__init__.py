@@ -9,6 +9,7 @@ from .distributed import (
     image_keys,
     sum_over_processes,
 )
+from .intersection import intersect_predictions
 from .training_guards import NonFiniteLossError, check_finite
 from .synthetic_anomaly import SyntheticAnomalyGenerator, list_images, perlin_masks, paths_of_test_split
 
@@ -23,6 +24,7 @@ __all__ = [
     "check_finite",
     "create_backbone",
     "image_keys",
+    "intersect_predictions",
     "list_images",
     "paths_of_test_split",
     "perlin_masks",
