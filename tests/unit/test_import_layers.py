@@ -9,9 +9,9 @@ Layers, lowest first (a module may import its own subpackage and lower ranks onl
 - the top level (``registration``, ``_autoload``, ``compat``): plugin plumbing, may import anything.
 
 Every import counts, also one inside a function (a lazy import hides a dependency, it does not remove it).
-On top of the ranks: no cycle between subpackages, ``metrics`` and ``io`` do not import anomalib's model
-package, no module imports one of anomalib's models (their internals), and a model's ``torch_model.py``
-(its pure ``nn.Module``) imports neither post-processing nor metrics.
+On top of the ranks: no cycle between subpackages, the layers below the models do not import anomalib's model
+package (its import loads our models: a cycle at run time), no module imports one of anomalib's models (their
+internals), and a model's ``torch_model.py`` (its pure ``nn.Module``) imports neither post-processing nor metrics.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ RANKS = {"io": 0, "utils": 0, "components": 1, "metrics": 1, "data": 2, "post_pr
 """Rank of each subpackage; a module of rank ``r`` may import subpackages of rank ``< r`` (and its own)."""
 TOP_LEVEL = {"registration", "_autoload", "compat", "__init__"}
 """Top-level modules and subpackages above every layer."""
-NO_ANOMALIB_MODELS = ("io", "metrics")
+NO_ANOMALIB_MODELS = ("io", "components", "metrics", "data", "post_processing")
+"""Importing ``anomalib.models`` runs the plugin hook, which imports our models, which import these layers."""
 
 
 def _module_name(path: Path) -> str:
