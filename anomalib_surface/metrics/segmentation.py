@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from anomalib.metrics import AnomalibMetric, Evaluator
-from anomalib.models.components import AnomalibModule
+from anomalib.metrics import AUROC, AnomalibMetric, Evaluator, F1Score
 from torchmetrics import Metric
 from torchmetrics.classification import (
     BinaryAccuracy,
@@ -110,6 +109,19 @@ def pixel_segmentation_metrics(prefix: str = "pixel_", **kwargs) -> list[Anomali
     ]
 
 
+def default_test_metrics() -> list[AnomalibMetric]:
+    """The test metrics of anomalib's default evaluator (``AnomalibModule.configure_evaluator``): AUROC and F1.
+
+    Built here from :mod:`anomalib.metrics` so that metrics do not depend on anomalib's model package.
+    """
+    return [
+        AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+        F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
+        AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+        F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
+    ]
+
+
 def _same_figure(metric: AnomalibMetric, other: AnomalibMetric) -> bool:
     """Whether both compute the same torchmetrics classification metric on the same batch fields."""
 
@@ -127,7 +139,7 @@ def evaluator_with_pixel_segmentation() -> Evaluator:
     anomalib's ``pixel_F1Score`` already is the F1 of ``pred_mask`` vs ``gt_mask`` summed over all pixels, so
     ``pixel_F1`` is not added beside it: the metrics table shows each figure once.
     """
-    defaults = list(AnomalibModule.configure_evaluator().test_metrics)
+    defaults = default_test_metrics()
     added = [
         metric for metric in pixel_segmentation_metrics() if not any(_same_figure(metric, other) for other in defaults)
     ]

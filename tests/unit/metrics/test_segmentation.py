@@ -6,6 +6,7 @@ import pytest
 import torch
 from anomalib.data import ImageBatch
 from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
 
 from anomalib_surface.metrics import (
     PixelAccuracy,
@@ -13,6 +14,7 @@ from anomalib_surface.metrics import (
     PixelIoU,
     PixelPrecision,
     PixelRecall,
+    evaluator_with_pixel_segmentation,
     pixel_segmentation_metrics,
 )
 
@@ -88,8 +90,16 @@ def test_usable_in_evaluator() -> None:
 
 def test_evaluator_with_pixel_segmentation_shows_each_figure_once() -> None:
     """anomalib's pixel_F1Score is the pixel F1 of pred_mask vs gt_mask: no pixel_F1 beside it, the rest added."""
-    from anomalib_surface.metrics import evaluator_with_pixel_segmentation
-
     names = [metric.name for metric in evaluator_with_pixel_segmentation().test_metrics]
     assert names == ["image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score",
                      "pixel_Precision", "pixel_Recall", "pixel_Accuracy", "pixel_IoU"]
+
+
+def test_evaluator_starts_with_anomalib_default_test_metrics() -> None:
+    """Built without anomalib's model package, the defaults still equal AnomalibModule's (type, name, fields)."""
+
+    def describe(metrics: list) -> list[tuple]:
+        return [(type(m), m.name, tuple(m.fields), m.strict) for m in metrics]
+
+    defaults = describe(AnomalibModule.configure_evaluator().test_metrics)
+    assert describe(evaluator_with_pixel_segmentation().test_metrics)[: len(defaults)] == defaults
