@@ -94,7 +94,8 @@ def main() -> int:
                 [str(python), "-c", "import anomalib; print(anomalib.__version__)"],
                 check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""},
             ).stdout.strip().splitlines()[-1]
-            env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
+            path = os.pathsep.join([str(python.parent), os.environ.get("PATH", "")])
+            env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "PATH": path}
             passed = subprocess.run([str(python), "-m", "pytest", *pytest_args], cwd=REPO_ROOT, env=env).returncode == 0  # noqa: S603
             results[minor] = f"anomalib {installed}: {'passed' if passed else 'FAILED'}"
         except subprocess.CalledProcessError as error:

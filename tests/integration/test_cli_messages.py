@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -12,10 +13,14 @@ from anomalib_surface.compat.cli_build_errors import build_error_message
 from anomalib_surface.compat.cli_predict_output import prediction_lines
 
 
+ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
+"""The ``anomalib`` command of the environment running the tests (not whichever comes first on ``PATH``)."""
+
+
 def anomalib_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """Run the ``anomalib`` command in ``cwd`` and return the finished process."""
     return subprocess.run(
-        ["anomalib", *args],
+        [ANOMALIB, *args],
         cwd=cwd,
         env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
         capture_output=True,

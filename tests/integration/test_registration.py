@@ -21,6 +21,8 @@ import pytest
 PLUGIN_MODELS = sorted(ep.name for ep in entry_points(group="anomalib.models") if ep.value.startswith("anomalib_surface."))
 PLUGIN_DATA = sorted(ep.name for ep in entry_points(group="anomalib.data") if ep.value.startswith("anomalib_surface."))
 REPO_ROOT = Path(__file__).resolve().parents[2]
+ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
+"""The ``anomalib`` command of the environment running the tests (not whichever comes first on ``PATH``)."""
 
 
 def run_python(
@@ -174,7 +176,7 @@ def test_plugin_imported_before_anomalib_is_still_registered() -> None:
 @pytest.mark.parametrize("written", ["padim", "Padim", "efficient_ad", "clgan", "Clgan"])
 def test_cli_accepts_model_names_in_any_case(written: str) -> None:
     process = subprocess.run(
-        ["anomalib", "fit", "--model", written, "--data", "mvtec_ad", "--print_config"],
+        [ANOMALIB, "fit", "--model", written, "--data", "mvtec_ad", "--print_config"],
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         capture_output=True,
         text=True,
@@ -268,7 +270,7 @@ def test_broken_third_party_entry_point_is_skipped_with_warning(fake_plugins: Pa
     assert "Broken = fake_surface_plugin_missing:Broken" in process.stderr
     assert "fake-surface-plugin" in process.stderr
     cli = subprocess.run(
-        ["anomalib", "fit", "--model", "padim", "--data", "MVTecAD", "--print_config"],
+        [ANOMALIB, "fit", "--model", "padim", "--data", "MVTecAD", "--print_config"],
         env={**os.environ, "PYTHONPATH": with_python_path(fake_plugins), "HF_HUB_OFFLINE": "1"},
         capture_output=True,
         text=True,
