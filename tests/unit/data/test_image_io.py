@@ -19,7 +19,7 @@ from anomalib_surface.data.image_io import (
     read_image,
     read_mask,
 )
-from anomalib_surface.data.mad_rto import make_mad_rto
+from anomalib_surface.data.rto_variant import make_mad_rto
 from anomalib_surface.data.texture_folder import TextureFolder
 
 GREY = np.array([[0, 64], [128, 255]], dtype=np.uint8)
