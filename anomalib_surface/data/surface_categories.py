@@ -12,8 +12,8 @@ a check built on them stays independent of SurfaceDemo.
   leather (``pebble``, ``quilted``, ``scales`` embossed grain). Each image is the pattern at a random
   phase, shaded and modulated by the fine grain of a photograph. Defects break the pattern.
 - **Aligned objects** (``washer``, ``nut``, ``board``): one part in a fixed pose on a background,
-  textured from photographs; defects are a missing piece, a crack, a scratch and a misplaced part or
-  component.
+  textured from photographs; defects are a missing piece, a crack, a scratch, contamination and a
+  misplaced part or component.
 
 Images of the ``train`` and ``val`` splits take their photographic content from the top half of each
 photograph, those of ``test`` from the bottom half, so no test image shares photographed pixels with
@@ -433,6 +433,10 @@ def _object(name: str, parts: Callable[[str, int, np.random.Generator], list[Lay
         """A scratch on the part only."""
         return clean + coverage(scene)[..., None] * (scratch(clean, rng) - clean)
 
+    def contamination(scene: Scene, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Dirt or oil on the part only."""
+        return clean + coverage(scene)[..., None] * (stain(clean, rng) - clean)
+
     def misplaced(scene: Scene, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The part (single-part objects) or one component moved off its place."""
         size = clean.shape[0]
@@ -444,7 +448,13 @@ def _object(name: str, parts: Callable[[str, int, np.random.Generator], list[Lay
         layers[index] = _shift(layers[index], offset)
         return redraw(scene, layers)
 
-    defects = {"missing_piece": missing_piece, "crack": crack, "scratch": part_scratch, "misplaced": misplaced}
+    defects = {
+        "missing_piece": missing_piece,
+        "crack": crack,
+        "scratch": part_scratch,
+        "contamination": contamination,
+        "misplaced": misplaced,
+    }
     return SurfaceCategory(name, "object", render, defects)
 
 

@@ -321,8 +321,8 @@ class SurfaceDemo(AnomalibDataModule):
             ``(size, size)`` pair is accepted too. Defaults to ``128``.
         num_train (int): Training images. Defaults to ``60``.
         num_test_good (int): Defect-free test images. Defaults to ``60``.
-        num_test_defect_per_type (int): Test images per defect type (5 types for textures and patterns,
-            4 for objects). Defaults to ``12``.
+        num_test_defect_per_type (int): Test images per defect type (5 types in every category).
+            Defaults to ``12``.
         generation_seed (int): Seed of the image generator. Defaults to ``0``.
         num_val_good (int | None): Defect-free validation images; ``None``: ``num_test_good // 3``.
         num_val_defect_per_type (int | None): Validation images per defect type; ``None``:

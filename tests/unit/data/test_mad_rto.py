@@ -206,3 +206,15 @@ def test_datamodule_turns_surface_demo_into_an_rto_variant(tmp_path: Path) -> No
     batch = next(iter(datamodule.test_dataloader()))
     assert batch.image.shape == (6, 3, 32, 32) and batch.gt_mask.shape == (6, 32, 32)
     assert int(batch.gt_label.sum()) == 5 and bool(batch.gt_mask.flatten(1).any(1).sum() == 5)
+
+
+def test_paths_with_spaces_work_and_non_ascii_cache_is_refused_before_writing(tmp_path: Path) -> None:
+    source = make_source(tmp_path / "source data")
+    datamodule = MadRto(root=source, category="widget", cache_root=tmp_path / "rto cache", num_workers=0, seed=0)
+    datamodule.setup()
+    assert len(datamodule.test_data) == 3
+    with pytest.raises(ValueError, match="cache_root=.*printable ASCII"):
+        MadRto(root=source, category="widget", cache_root=tmp_path / "caché")
+    with pytest.raises(ValueError, match="cache_root=.*printable ASCII"):
+        make_mad_rto(source, "widget", tmp_path / "缓存")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["rto cache", "source data"]
