@@ -197,9 +197,8 @@ def _plaid(y: np.ndarray, x: np.ndarray, period: float) -> np.ndarray:
 
 
 def _motif(y: np.ndarray, x: np.ndarray, period: float) -> np.ndarray:
-    """Printed four-petal flowers on a half-drop lattice over a cream ground."""
-    column = np.floor(x / period)
-    v = _frac(y / period + 0.5 * (column % 2)) - 0.5
+    """Printed four-petal flowers on a square lattice over a cream ground."""
+    v = _frac(y / period) - 0.5
     u = _frac(x / period) - 0.5
     radius, angle = np.hypot(u, v), np.arctan2(v, u)
     petal = np.clip((0.32 * (0.55 + 0.45 * np.cos(4 * angle)) - radius) * period + 0.5, 0, 1)
@@ -222,9 +221,9 @@ def _embossed(height: Callable[[np.ndarray, np.ndarray, float], np.ndarray], bas
 
 
 def _pebble_height(y: np.ndarray, x: np.ndarray, period: float) -> np.ndarray:
-    """Hexagonal bumps: three cosines at 120 degrees."""
-    u, v = x / period, y / period
-    return (np.cos(2 * np.pi * u) + np.cos(np.pi * (u + np.sqrt(3) * v)) + np.cos(np.pi * (u - np.sqrt(3) * v))) / 3
+    """Hexagonal bumps: three cosines whose wave vectors are 120 degrees apart, repeating every ``period`` along x."""
+    u, v = x / period, y / (period * np.sqrt(3))
+    return (np.cos(2 * np.pi * (u + v)) + np.cos(2 * np.pi * (u - v)) + np.cos(4 * np.pi * v)) / 3
 
 
 def _quilted_height(y: np.ndarray, x: np.ndarray, period: float) -> np.ndarray:
