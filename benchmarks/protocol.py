@@ -28,6 +28,17 @@ RAW_METRIC_KEYS = ("image_AUROC", "image_AP", "pixel_AUROC", "pixel_AP", "pixel_
 """Threshold-free metrics computed on raw scores and maps."""
 
 
+def _unit_range(values: np.ndarray) -> torch.Tensor:
+    """``values`` scaled to ``[0, 1]`` (order kept, float64).
+
+    torchmetrics takes predictions outside ``[0, 1]`` for logits and applies a sigmoid, which saturates raw
+    scores such as Patchcore's distances (40-60) into ties; a min-max scaling keeps every ranking metric exact.
+    """
+    tensor = torch.as_tensor(values).double()
+    low, high = tensor.min(), tensor.max()
+    return (tensor - low) / (high - low) if high > low else torch.zeros_like(tensor)
+
+
 def raw_map_metrics(scores: np.ndarray, labels: np.ndarray, maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
     """Threshold-free metrics of raw outputs.
 
@@ -40,8 +51,8 @@ def raw_map_metrics(scores: np.ndarray, labels: np.ndarray, maps: np.ndarray, ma
     Returns:
         dict[str, float]: :data:`RAW_METRIC_KEYS` in ``[0, 1]``.
     """
-    score_tensor, label_tensor = torch.as_tensor(scores).float(), torch.as_tensor(labels).long()
-    map_tensor, mask_tensor = torch.as_tensor(maps).float(), torch.as_tensor(masks).bool()
+    score_tensor, label_tensor = _unit_range(scores), torch.as_tensor(labels).long()
+    map_tensor, mask_tensor = _unit_range(maps), torch.as_tensor(masks).bool()
     aupro = AUPRO(fields=["anomaly_map", "gt_mask"])
     aupro.update(SimpleNamespace(anomaly_map=map_tensor, gt_mask=mask_tensor))
     return {

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .protocol import RAW_METRIC_KEYS
 from .runner import METRIC_KEYS, Record
 
 COST_KEYS = (
@@ -69,7 +70,7 @@ def flat(record: Record) -> dict[str, Any]:
     """One CSV row: identity, metrics and costs of a record."""
     row = {key: value for key, value in dataclasses.asdict(record).items() if key not in {"metrics", "raw_metrics"}}
     row.update({key: record.metrics.get(key) for key in METRIC_KEYS})
-    row.update({f"raw_{key}": value for key, value in record.raw_metrics.items()})
+    row.update({f"raw_{key}": record.raw_metrics.get(key) for key in RAW_METRIC_KEYS})
     return row
 
 

@@ -53,6 +53,9 @@ def test_raw_map_metrics_of_perfect_and_inverted_maps() -> None:
     maps = masks.astype(float) + 0.01 * np.random.default_rng(0).random(masks.shape)
     perfect = raw_map_metrics(labels.astype(float), labels, maps, masks)
     assert perfect == pytest.approx(dict.fromkeys(perfect, 1.0), abs=1e-3)
+    # Raw distances far outside [0, 1] are ranked, not squashed by a sigmoid into ties.
+    distances = raw_map_metrics(50 + labels + 0.1 * np.arange(4), labels, 40 + 20 * maps, masks)
+    assert distances == pytest.approx(perfect, abs=1e-3)
     inverted = raw_map_metrics(-labels.astype(float), labels, -maps, masks)
     assert inverted["image_AUROC"] == pytest.approx(0.0) and inverted["pixel_AUROC"] < 0.01
 
