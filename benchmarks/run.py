@@ -144,6 +144,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=10, help="epoch budget of single-phase trained models")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (each entry runs once per seed)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--demo-counts", type=int, nargs=3, default=None, metavar=("TRAIN", "TEST_GOOD", "TEST_PER_DEFECT"),
+                        help="SurfaceDemo image counts (default: SurfaceDemo's 60, 60, 12)")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                         help="every backbone from scratch (default: tf_efficientnet_lite0 ImageNet weights)")

@@ -288,10 +288,12 @@ def build_datamodule(args: argparse.Namespace, category: str, seed: int | None =
     if args.data == "TextureFolder":
         return texture_folder_datamodule(args, category, seed, **loaders)
     common = {"category": category, "seed": seed, **loaders}
+    counts = dict(zip(("num_train", "num_test_good", "num_test_defect_per_type"), getattr(args, "demo_counts", None) or (), strict=False))
     if args.data == "SurfaceDemo":
-        return anomalib.data.SurfaceDemo(image_size=args.image_size, **common)
+        return anomalib.data.SurfaceDemo(image_size=args.image_size, **counts, **common)
     if args.data == "MadRto" and args.root is None:
-        return anomalib.data.MadRto(root=make_surface_demo(categories=category, image_size=args.image_size), **common)
+        source = make_surface_demo(categories=category, image_size=args.image_size, **counts)
+        return anomalib.data.MadRto(root=source, **common)
     if args.root is None:
         msg = f"--data {args.data} needs --root <dataset folder>."
         raise SystemExit(msg)

@@ -32,7 +32,8 @@ def tiny_suite(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_runner_writes_tables_figures_and_reports_failures(tiny_suite: str, tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    args = ["--suite", tiny_suite, "--image-size", "64", "--no-pretrained", "--output", str(tmp_path), "--no-progress"]
+    args = ["--suite", tiny_suite, "--image-size", "64", "--no-pretrained", "--output", str(tmp_path), "--no-progress",
+            "--demo-counts", "8", "4", "2"]
     records = run.main(args)
     assert {(record.entry, record.status) for record in records} == {("Padim-r18", "ok"), ("Broken", "failed")}
     broken = next(record for record in records if record.entry == "Broken")
@@ -48,7 +49,8 @@ def test_runner_writes_tables_figures_and_reports_failures(tiny_suite: str, tmp_
     assert (tmp_path / "results.csv").read_text().count("\n") == 3
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["environment"]["seeds"] == [0] and saved["environment"]["torch"]
-    assert (tmp_path / "figures" / "Padim-r18__gravel.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "Padim-r18__gravel__seed0.png").stat().st_size > 0
+    assert saved["records"][0]["raw_metrics"].keys() >= {"image_AUROC", "pixel_AUPRO"}
     assert (tmp_path / "figures" / "roc__gravel.png").stat().st_size > 0
     assert "| Padim-r18 |" in capsys.readouterr().out
 
