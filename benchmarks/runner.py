@@ -175,6 +175,7 @@ def build_model(entry: Entry, image_size: int, max_epochs: int) -> AnomalibModul
     return model_class(
         pre_processor=model_class.configure_pre_processor(image_size=(image_size, image_size)),
         evaluator=Evaluator(test_metrics=evaluation_metrics()),
+        visualizer=False,  # the runner draws its own figures; anomalib's per-image plots cost more than Patchcore's fit
         **kwargs,
     )
 
