@@ -97,3 +97,23 @@ def test_data_properties_tell_patterns_from_textures() -> None:
     laid_out += 0.01
     assert data_properties.centre_similarity(uniform) == pytest.approx(1.0)
     assert data_properties.centre_similarity(laid_out) < 0.9
+
+
+def test_report_only_writes_results_and_keeps_the_hand_maintained_sections(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """``--report-only`` tables the finished runs of --output, labels a subset, keeps what follows the marker."""
+    import dataclasses
+    import json
+
+    records = [Record(entry, entry, "brick", "ok", raw_metrics=dict.fromkeys(("image_AUROC", "pixel_AUPRO"), base + 0.01 * seed),
+                      seed=seed, fit_seconds=2.0, epochs=1)
+               for seed in range(2) for entry, base in (("Patchcore", 0.8), ("Padim", 0.7))]
+    (tmp_path / "runs" / "textures").mkdir(parents=True)
+    (tmp_path / "runs" / "textures" / "results.json").write_text(json.dumps({"records": [dataclasses.asdict(r) for r in records]}))
+    target = tmp_path / "RESULTS.md"
+    target.write_text(f"old tables\n{results.KEEP_MARKER}\n## Earlier studies\n")
+    monkeypatch.setattr(data_properties, "measure", lambda image_size: [])
+    monkeypatch.setattr(results, "use_offline_weights", lambda pretrained: None)
+    results.main(["--report-only", "--output", str(tmp_path / "runs"), "--results", str(target), "--kinds", "textures"])
+    text = target.read_text()
+    assert "old tables" not in text and text.endswith(f"{results.KEEP_MARKER}\n## Earlier studies\n")
+    assert "SUBSET" in text and "| Padim | 70.5 ± 0.7 |" in text and "-10.0 [" in text
