@@ -232,8 +232,11 @@ def run_entry(
     progress: bool = True,
     accelerator: str = "auto",
     timing: bool = True,
+    callbacks: list | None = None,
 ) -> tuple[Record, dict[str, np.ndarray]]:
     """Train, test and (with ``timing``) time one entry on one category; failures become a ``failed`` record.
+
+    ``callbacks`` (Lightning callbacks, e.g. a per-epoch record of held-out metrics) are added to the Engine.
 
     Returns:
         The record and the arrays kept for figures and studies: ``images`` (uint8 ``[N, H, W, 3]``),
@@ -254,6 +257,7 @@ def run_entry(
             default_root_dir=output / "runs" / entry.name / category,
             logger=False,
             enable_progress_bar=progress,
+            callbacks=callbacks,
         )
         with PeakMemory() as memory:
             start = time.perf_counter()
