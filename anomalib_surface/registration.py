@@ -30,6 +30,8 @@ import warnings
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
+from anomalib_surface import compat
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import ModuleType
@@ -193,6 +195,8 @@ def on_module_loaded(module_name: str) -> None:
     """Called by the import hook once anomalib's ``module_name`` has finished executing."""
     if module_name in {MODELS_GROUP, DATA_GROUP}:
         load_plugins(module_name)
+        if module_name == MODELS_GROUP:
+            compat.install_applicable()
     elif module_name == CLI_MODULE:
         patch_cli_names(sys.modules[CLI_MODULE])
     elif module_name == BENCHMARK_JOB_MODULE:

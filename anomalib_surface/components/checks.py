@@ -2,29 +2,92 @@
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Sequence
 
 import torch
 from torchvision.transforms.v2 import Normalize
 
-__all__ = ["is_traced", "require_int", "require_number", "require_unnormalised_inputs"]
+__all__ = [
+    "OptionError",
+    "is_traced",
+    "require_bool",
+    "require_choice",
+    "require_int",
+    "require_number",
+    "require_unnormalised_inputs",
+]
 
 
-def require_int(name: str, value: object, minimum: int) -> int:
-    """Return ``value`` as ``int`` if it is an integer (not a bool) ``>= minimum``; else raise ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        msg = f"{name} must be an integer >= {minimum}, got {value!r}."
-        raise ValueError(msg)
+class OptionError(ValueError):
+    """A model or post-processor option has the wrong type or is out of range (one-line message naming it)."""
+
+
+def require_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` as ``int`` if it is an integer (not a bool) in ``[minimum, maximum]``; else raise.
+
+    ``maximum`` bounds structural sizes (kernel sides, layer counts, iteration counts) so that a typo such
+    as ``10**6`` fails at build instead of allocating for minutes.
+
+    Raises:
+        OptionError: Naming the argument, the value and the allowed range.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        msg = f"{name} must be an integer {allowed}, got {value!r}."
+        raise OptionError(msg)
     return int(value)
 
 
-def require_number(name: str, value: object, minimum: float = 0.0, *, strict: bool = True) -> float:
-    """Return ``value`` as ``float`` if it is a real number ``> minimum`` (``>=`` when not ``strict``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < minimum or (strict and value == minimum):
+def require_number(
+    name: str,
+    value: object,
+    minimum: float = 0.0,
+    *,
+    strict: bool = True,
+    maximum: float | None = None,
+) -> float:
+    """Return ``value`` as ``float`` if it is a finite real number ``> minimum`` (``>=`` when not ``strict``)
+    and ``<= maximum`` (when given); else raise.
+
+    Raises:
+        OptionError: Naming the argument, the value and the allowed range (NaN and infinities are refused).
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < minimum
+        or (strict and value == minimum)
+        or (maximum is not None and value > maximum)
+    ):
         relation = ">" if strict else ">="
-        msg = f"{name} must be a number {relation} {minimum}, got {value!r}."
-        raise ValueError(msg)
+        bound = f" and <= {maximum}" if maximum is not None else ""
+        msg = f"{name} must be a finite number {relation} {minimum}{bound}, got {value!r}."
+        raise OptionError(msg)
     return float(value)
+
+
+def require_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a ``bool``; else raise :class:`OptionError` naming the argument."""
+    if not isinstance(value, bool):
+        msg = f"{name} must be true or false, got {value!r}."
+        raise OptionError(msg)
+    return value
+
+
+def require_choice(name: str, value: object, choices: Sequence[object]) -> object:
+    """Return ``value`` if it is one of ``choices``; else raise :class:`OptionError` listing them."""
+    if not any(value == choice and type(value) is type(choice) for choice in choices):
+        msg = f"{name} must be one of {tuple(choices)}, got {value!r}."
+        raise OptionError(msg)
+    return value
 
 
 def require_unnormalised_inputs(pre_processor: object, model_name: str) -> None:
