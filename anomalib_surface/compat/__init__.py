@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["MODULES", "install_applicable"]
 
-MODULES = ("post_processor_checkpoint", "ddp_workspace", "unrepeated_eval_sampler")
+MODULES = ("post_processor_checkpoint", "checkpoint_errors", "ddp_workspace", "unrepeated_eval_sampler")
 """The workaround modules of this package, installed in this order."""
 
 

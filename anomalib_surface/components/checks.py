@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torchvision.transforms.v2 import Normalize
 
 __all__ = [
+    "Boolean",
+    "Choice",
+    "Integer",
+    "Items",
+    "Number",
     "OptionError",
+    "Optional",
+    "check_options",
     "is_traced",
     "require_bool",
     "require_choice",
@@ -119,3 +127,98 @@ def is_traced() -> bool:
         or torch.jit.is_tracing()
         or torch.onnx.is_in_onnx_export()
     )
+
+
+@dataclass(frozen=True)
+class Integer:
+    """Rule: an integer in ``[minimum, maximum]`` (``maximum`` bounds structural sizes)."""
+
+    minimum: int = 0
+    maximum: int | None = None
+
+    def check(self, name: str, value: object) -> None:
+        """Raise :class:`OptionError` naming ``name`` if ``value`` breaks the rule."""
+        require_int(name, value, self.minimum, self.maximum)
+
+
+@dataclass(frozen=True)
+class Number:
+    """Rule: a finite real number ``> minimum`` (``>=`` unless ``strict``), ``<= maximum`` if given."""
+
+    minimum: float = 0.0
+    maximum: float | None = None
+    strict: bool = True
+
+    def check(self, name: str, value: object) -> None:
+        """Raise :class:`OptionError` naming ``name`` if ``value`` breaks the rule."""
+        require_number(name, value, self.minimum, strict=self.strict, maximum=self.maximum)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Rule: one of ``choices``."""
+
+    choices: tuple[object, ...]
+
+    def check(self, name: str, value: object) -> None:
+        """Raise :class:`OptionError` naming ``name`` if ``value`` breaks the rule."""
+        require_choice(name, value, self.choices)
+
+
+@dataclass(frozen=True)
+class Boolean:
+    """Rule: ``True`` or ``False``."""
+
+    def check(self, name: str, value: object) -> None:
+        """Raise :class:`OptionError` naming ``name`` if ``value`` breaks the rule."""
+        require_bool(name, value)
+
+
+@dataclass(frozen=True)
+class Items:
+    """Rule: a list or tuple of ``length`` items (any length if ``None``, at most ``max_length``), each meeting ``item``."""
+
+    item: Integer | Number | Choice | Boolean
+    length: int | None = None
+    max_length: int = 64
+    min_length: int = 0
+
+    def check(self, name: str, value: object) -> None:
+        """Raise :class:`OptionError` naming ``name`` (and the item's index) if ``value`` breaks the rule."""
+        if (
+            not isinstance(value, Sequence)
+            or isinstance(value, str)
+            or (self.length is not None and len(value) != self.length)
+            or not self.min_length <= len(value) <= self.max_length
+        ):
+            size = f"{self.length}" if self.length is not None else f"{self.min_length} to {self.max_length}"
+            msg = f"{name} must be a list of {size} items, got {value!r}."
+            raise OptionError(msg)
+        for index, item in enumerate(value):
+            self.item.check(f"{name}[{index}]", item)
+
+
+@dataclass(frozen=True)
+class Optional:
+    """Rule: ``None`` or a value meeting ``rule``."""
+
+    rule: Integer | Number | Choice | Boolean | Items
+
+    def check(self, name: str, value: object) -> None:
+        """Raise :class:`OptionError` naming ``name`` if ``value`` is neither ``None`` nor meets the rule."""
+        if value is not None:
+            self.rule.check(name, value)
+
+
+def check_options(rules: Mapping[str, Integer | Number | Choice | Boolean | Items | Optional], values: Mapping[str, object]) -> None:
+    """Check every option of ``values`` that has a rule (a model's constructor arguments, ``locals()``).
+
+    One call at the top of a constructor covers the build and every restore from a checkpoint (Lightning
+    rebuilds a model through its constructor with the saved hyper-parameters).
+
+    Raises:
+        OptionError: One line naming the first bad option, its value and what is allowed.
+    """
+    for name, rule in rules.items():
+        if name in values:
+            rule.check(name, values[name])

@@ -35,6 +35,7 @@ __all__ = [
     "VALIDATION_FACTOR_GRID",
     "DoubleThresholdMorphology",
     "component_sum",
+    "finite_std_mean",
     "hysteresis_threshold",
     "label_components",
     "remove_small_components",
@@ -120,6 +121,20 @@ def component_sum(labels: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return totals.scatter_add(1, labels, values.float()).gather(1, labels)
 
 
+def finite_std_mean(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population std ``[B, C, 1, 1]`` of the finite pixels of each ``[B, C, H, W]`` map.
+
+    Pixels of images with non-finite input are ``+inf`` in the maps of this package's models
+    (:mod:`anomalib_surface.components.finite_inputs`); they stay above any threshold without making the
+    statistics of the rest of the map infinite. A map without finite pixel gets mean 0 and std 0.
+    """
+    finite = torch.isfinite(maps)
+    count = finite.sum(dim=(-2, -1), keepdim=True).clamp(min=1)
+    mean = torch.where(finite, maps, torch.zeros_like(maps)).sum(dim=(-2, -1), keepdim=True) / count
+    deviation = torch.where(finite, maps - mean, torch.zeros_like(maps))
+    return mean, (deviation.square().sum(dim=(-2, -1), keepdim=True) / count).sqrt()
+
+
 def hysteresis_threshold(
     maps: torch.Tensor,
     low_factor: float | torch.Tensor,
@@ -145,7 +160,7 @@ def hysteresis_threshold(
     Returns:
         torch.Tensor: Boolean mask of shape ``[B, C, H, W]``.
     """
-    std, mean = torch.std_mean(maps, dim=(-2, -1), keepdim=True, correction=0)
+    mean, std = finite_std_mean(maps)
     if statistics is not None:
         given_mean, given_std = statistics
         mean = torch.where(torch.isnan(given_mean), mean, given_mean)

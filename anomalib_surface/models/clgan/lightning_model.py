@@ -45,6 +45,7 @@ from anomalib_surface.components import (
     paths_of_test_split,
 )
 from anomalib_surface.components.checks import require_unnormalised_inputs
+from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 from anomalib_surface.post_processing import VALIDATION_FACTOR_GRID, DoubleThresholdMorphology
 
@@ -201,10 +202,14 @@ class Clgan(AnomalibModule):
         }
 
     @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+    def configure_pre_processor(
+        cls,
+        image_size: tuple[int, int] | None = None,
+        nonfinite_inputs: str = "error",
+    ) -> PreProcessor:
         """Resize to ``image_size`` (default 256x256); no normalisation, images stay in ``[0, 1]``."""
         image_size = image_size or (256, 256)
-        return PreProcessor(transform=Compose([Resize(image_size, antialias=True)]))
+        return FiniteInputPreProcessor(transform=Compose([Resize(image_size, antialias=True)]), nonfinite_inputs=nonfinite_inputs)
 
     def configure_post_processor(self) -> PostProcessor:
         """Double thresholds and morphology (the paper's segmentation), with thresholds from validation.

@@ -37,6 +37,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from anomalib_surface.components import RealisticAnomalyGenerator, check_finite, paths_of_test_split
+from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
 
 from .feature_extractor import FEATURE_EXTRACTORS, EncoderFeatures, build_feature_extractor
 from .loss import DmpLoss
@@ -180,9 +181,13 @@ class Dmp(AnomalibModule):
         }
 
     @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+    def configure_pre_processor(
+        cls,
+        image_size: tuple[int, int] | None = None,
+        nonfinite_inputs: str = "error",
+    ) -> PreProcessor:
         """Resize to ``image_size`` (default 256 x 256); no normalisation, the networks work on ``[0, 1]``."""
-        return PreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]))
+        return FiniteInputPreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]), nonfinite_inputs=nonfinite_inputs)
 
     @property
     def learning_type(self) -> LearningType:

@@ -26,6 +26,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from anomalib_surface.components.checks import is_traced
 from anomalib_surface.components.fft_conv import FFT_DTYPES, depthwise_conv2d_fft
+from anomalib_surface.components.finite_inputs import mark_nonfinite, replace_nonfinite
 
 from .anomaly_map import MeanFilteredMax
 
@@ -403,12 +404,15 @@ class DmpModel(nn.Module):
             Eval: :class:`InferenceBatch` with ``anomaly_map`` = sigmoid of the defect map
             ``[B, 1, H, W]`` and ``pred_score`` ``[B]`` = max of the mean-filtered map.
         """
+        nonfinite = None
+        if not self.training:
+            images, nonfinite = replace_nonfinite(images)
         reconstruction = self.reconstruction(images)
         logits = self.prediction(torch.cat([images, reconstruction], dim=1))
-        if self.training:
+        if nonfinite is None:
             return reconstruction, logits
         anomaly_map = torch.sigmoid(logits)
-        return InferenceBatch(pred_score=self.anomaly_score(anomaly_map), anomaly_map=anomaly_map)
+        return mark_nonfinite(InferenceBatch(pred_score=self.anomaly_score(anomaly_map), anomaly_map=anomaly_map), nonfinite)
 
     def reparameterize(self) -> DmpModel:
         """Switch to eval mode and fuse every large-kernel block into a single convolution; returns ``self``.

@@ -50,6 +50,7 @@ from anomalib_surface.components import (
     sum_over_processes,
 )
 from anomalib_surface.components.checks import require_int, require_number, require_unnormalised_inputs
+from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
 
 from .defect_generation import DefectGenerator
 from .loss import LocalCentreLoss
@@ -178,12 +179,16 @@ class Locc(AnomalibModule):
         }
 
     @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+    def configure_pre_processor(
+        cls,
+        image_size: tuple[int, int] | None = None,
+        nonfinite_inputs: str = "error",
+    ) -> PreProcessor:
         """Resize only (default 256×256): the IMM and the DGM work on images in ``[0, 1]``.
 
         The backbone's ImageNet normalisation happens inside the model.
         """
-        return PreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]))
+        return FiniteInputPreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]), nonfinite_inputs=nonfinite_inputs)
 
     def phase_of_epoch(self, epoch: int) -> LoccPhase:
         """Training phase of a (0-based) epoch."""

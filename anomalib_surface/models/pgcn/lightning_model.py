@@ -45,6 +45,7 @@ from anomalib_surface.components import (
     paths_of_test_split,
 )
 from anomalib_surface.components.checks import require_int, require_number, require_unnormalised_inputs
+from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 
 from .loss import ComparatorLoss
@@ -228,9 +229,13 @@ class Pgcn(AnomalibModule):
         }
 
     @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+    def configure_pre_processor(
+        cls,
+        image_size: tuple[int, int] | None = None,
+        nonfinite_inputs: str = "error",
+    ) -> PreProcessor:
         """Resize to ``image_size`` (default 224x224); no normalisation, images stay in ``[0, 1]``."""
-        return PreProcessor(transform=Compose([Resize(image_size or DEFAULT_IMAGE_SIZE, antialias=True)]))
+        return FiniteInputPreProcessor(transform=Compose([Resize(image_size or DEFAULT_IMAGE_SIZE, antialias=True)]), nonfinite_inputs=nonfinite_inputs)
 
     @staticmethod
     def configure_evaluator() -> Evaluator:

@@ -48,6 +48,7 @@ from anomalib_surface.components import (
 from anomalib_surface.components.coreset import greedy_coreset
 from anomalib_surface.components.memory_bank import PatchFeatureStore, image_keys
 from anomalib_surface.components.nearest_neighbor import INDEX_TYPES, NearestNeighborSearch
+from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
 
 from .anomaly_generator import RotatedAnomalyGenerator
 from .loss import FocalLoss, NegativeGuidanceLoss, SimSiamLoss
@@ -191,6 +192,19 @@ class Tocoad(AnomalibModule):
         self._bank_pending = False
         # The stages train disjoint parameter sets and stage 3 takes no optimiser step at all.
         self.automatic_optimization = False
+
+    @classmethod
+    def configure_pre_processor(
+        cls,
+        image_size: tuple[int, int] | None = None,
+        nonfinite_inputs: str = "error",
+    ) -> PreProcessor:
+        """anomalib's default (resize, default 256x256, and ImageNet normalisation), refusing non-finite pixels.
+
+        ``nonfinite_inputs``: see :class:`~anomalib_surface.components.finite_inputs.FiniteInputPreProcessor`.
+        """
+        default = super().configure_pre_processor(image_size)
+        return FiniteInputPreProcessor(transform=default.transform, nonfinite_inputs=nonfinite_inputs)
 
     @classmethod
     def smoke_test_init_args(cls) -> dict[str, Any]:
