@@ -80,6 +80,8 @@ def _eval_model(name: str) -> torch.nn.Module:
     if name == "Tocoad":  # a memory bank as stage 3 would build (random rows of the embedding's width)
         width = model.model.embed(torch.rand(1, 3, SIZE, SIZE)).shape[1]
         model.model.memory_bank = torch.rand(50, width)
+    if name == "Locc":  # the template training draws
+        model.model.imm.set_template(torch.rand(3, SIZE, SIZE))
     return model.eval()
 
 
