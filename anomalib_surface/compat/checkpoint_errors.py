@@ -20,6 +20,8 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from ._probe import checkpoint_round_trip
+
 __all__ = ["MODEL_KEY", "CheckpointMismatchError", "DamagedCheckpointError", "applies", "install"]
 
 MODEL_KEY = "anomalib_surface_model_class"
@@ -27,7 +29,11 @@ MODEL_KEY = "anomalib_surface_model_class"
 
 
 class CheckpointMismatchError(ValueError):
-    """The checkpoint was written by another model class than the one asked to load it."""
+    """The checkpoint was written by another model class (``held``, a class path) than the one asked to load it."""
+
+    def __init__(self, message: str, held: str | None = None) -> None:
+        super().__init__(message)
+        self.held = held
 
 
 class DamagedCheckpointError(ValueError):
@@ -43,6 +49,7 @@ def _mismatch(path: object, held: str, asked: type) -> CheckpointMismatchError:
     return CheckpointMismatchError(
         f"Checkpoint '{path}' holds a {held_name} model ({held}), but {asked.__name__} was asked to load it: use "
         f"{held_name}.load_from_checkpoint(...) or '--model {held_name}', or the checkpoint of a {asked.__name__}.",
+        held,
     )
 
 
@@ -56,14 +63,15 @@ def _check_class(model: Any, checkpoint: dict[str, Any]) -> None:  # noqa: ANN40
 def _explain(path: str | Path, asked: type, error: Exception) -> Exception | None:
     """The clearer error for a failed ``load_from_checkpoint`` of ``path``, or ``None`` to keep ``error``."""
     import torch
+    from anomalib.utils.serialization import anomalib_safe_globals
 
-    if isinstance(error, CheckpointMismatchError):
-        held = str(error).split("(", 1)[1].split(")", 1)[0]
-        return _mismatch(path, held, asked)
+    if isinstance(error, CheckpointMismatchError) and error.held:
+        return _mismatch(path, error.held, asked)
     if not Path(path).is_file():
         return None
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        with anomalib_safe_globals(extra=asked.checkpoint_safe_globals()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as read_error:  # noqa: BLE001 - any failure to read means a damaged file
         return DamagedCheckpointError(
             f"Checkpoint '{path}' cannot be read ({type(read_error).__name__}: {str(read_error).splitlines()[0]}); "
@@ -109,12 +117,13 @@ def _patched(cls: type) -> None:
 
 
 def applies() -> bool:
-    """Whether anomalib's ``AnomalibModule`` records no model class in its checkpoints."""
+    """Whether anomalib's ``AnomalibModule`` writes no trace of the model's class into its checkpoints."""
     from anomalib.models.components import AnomalibModule
 
-    return not getattr(AnomalibModule.on_save_checkpoint, "_anomalib_surface_model_class", False) and not any(
-        "model_class" in name or "class_path" in name for name in AnomalibModule.on_save_checkpoint.__code__.co_names
-    )
+    if getattr(AnomalibModule.on_save_checkpoint, "_anomalib_surface_model_class", False):
+        return False
+    checkpoint, class_path, class_name, _ = checkpoint_round_trip(load=False)
+    return not any(isinstance(value, str) and value in {class_path, class_name} for value in checkpoint.values())
 
 
 def install() -> None:

@@ -18,9 +18,10 @@ imported; anything else raises naming the checkpoint key.
 from __future__ import annotations
 
 import functools
-import gc
 import importlib
 from typing import Any
+
+from ._probe import checkpoint_round_trip
 
 __all__ = ["ALLOWED_PACKAGES", "CLASS_KEY", "applies", "install", "restore_post_processor"]
 
@@ -92,38 +93,13 @@ def _patched(cls: type) -> None:
     cls.on_save_checkpoint, cls.on_load_checkpoint = on_save_checkpoint, on_load_checkpoint
 
 
-def _round_trip_keeps_class() -> bool:
-    """Save a probe module holding a probe post-processor, load it into a fresh one: is the class back?"""
-    from anomalib.models.components import AnomalibModule
-    from anomalib.post_processing import PostProcessor
-
-    class ProbePostProcessor(PostProcessor):
-        pass
-
-    class ProbeModule(AnomalibModule):
-        learning_type = trainer_arguments = None
-
-        @staticmethod
-        def configure_post_processor() -> PostProcessor:
-            return PostProcessor()
-
-    checkpoint: dict[str, Any] = {}
-    options = {"pre_processor": False, "evaluator": False, "visualizer": False}
-    ProbeModule(post_processor=ProbePostProcessor(), **options).on_save_checkpoint(checkpoint)
-    restored = ProbeModule(**options)
-    restored.on_load_checkpoint(checkpoint)
-    return isinstance(restored.post_processor, ProbePostProcessor)
-
-
 def applies() -> bool:
     """Whether a save/load round trip of anomalib's ``AnomalibModule`` loses the post-processor's class."""
     from anomalib.models.components import AnomalibModule
 
     if getattr(AnomalibModule.on_save_checkpoint, "_anomalib_surface_patched", False):
         return False
-    keeps_class = _round_trip_keeps_class()
-    gc.collect()  # drop the probe classes from AnomalibModule.__subclasses__() (seen by anomalib's get_model)
-    return not keeps_class
+    return not checkpoint_round_trip()[3]
 
 
 def install() -> None:

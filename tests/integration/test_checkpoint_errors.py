@@ -11,7 +11,8 @@ from anomalib.models import Padim, Patchcore
 from anomalib.models.components import AnomalibModule
 
 from anomalib_surface.compat.checkpoint_errors import CheckpointMismatchError, DamagedCheckpointError
-from anomalib_surface.models import Locc, Pgcn
+from anomalib_surface.models.locc import Locc
+from anomalib_surface.models.pgcn import Pgcn
 
 
 def _save(model: AnomalibModule, path: Path) -> Path:
@@ -48,10 +49,13 @@ def test_trainer_restore_of_another_model_names_the_file(tmp_path: Path) -> None
     model = Padim(backbone="resnet18", pre_trained=False, visualizer=False)
     model._trainer = type("Trainer", (), {"ckpt_path": str(path)})()  # noqa: SLF001 - what a Trainer restore sets
     with pytest.raises(CheckpointMismatchError, match=r"'.*patchcore.ckpt' holds a Patchcore model .* but Padim"):
-        model.on_load_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+        model.on_load_checkpoint(torch.load(path, map_location="cpu", weights_only=False))
 
 
 def test_truncated_checkpoint_names_the_file(tmp_path: Path) -> None:
+    path = _save(Patchcore(backbone="resnet18", pre_trained=False, visualizer=False), tmp_path / "model.ckpt")
+    with pytest.raises(CheckpointMismatchError, match="holds a Patchcore"):  # read with anomalib's safe globals
+        Padim.load_from_checkpoint(path, map_location="cpu")
     path = _save(Padim(backbone="resnet18", pre_trained=False, visualizer=False), tmp_path / "padim.ckpt")
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(DamagedCheckpointError, match=r"Checkpoint '.*padim.ckpt' cannot be read .* checkpoint of a Padim model"):
