@@ -1,4 +1,4 @@
-"""Fit a tiny Padim with 2 DDP processes (gloo) and record what each rank saw: ``python ddp_workspace_worker.py ROOT OUT``.
+"""Fit a tiny Dmp with 2 DDP processes (gloo) and record what each rank saw: ``python ddp_workspace_worker.py ROOT OUT``.
 
 Run once as a plain script, Lightning's launcher starts rank 1 after rank 0 has set up its workspace
 ("apart"). Run twice with ``LOCAL_RANK``/``NODE_RANK``/``WORLD_SIZE``/``MASTER_*`` set, the two processes
@@ -17,8 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from anomalib.data import Folder  # noqa: E402
 from anomalib.engine import Engine  # noqa: E402
-from anomalib.models import Padim  # noqa: E402
 from lightning.pytorch import Callback  # noqa: E402
+
+from anomalib_surface.models.dmp import Dmp  # noqa: E402
 
 
 class RecordValidation(Callback):
@@ -44,7 +45,8 @@ def main(root: Path, out: Path) -> None:
         accelerator="cpu", devices=2, strategy="ddp", default_root_dir=out / "results", logger=False,
         enable_progress_bar=False, max_epochs=1, callbacks=[recorder],
     )
-    engine.fit(Padim(backbone="resnet18", pre_trained=False, layers=["layer1"], visualizer=False), datamodule=datamodule)
+    model = Dmp(**Dmp.smoke_test_init_args(), pre_processor=Dmp.configure_pre_processor(image_size=(32, 32)), evaluator=False, visualizer=False)
+    engine.fit(model, datamodule=datamodule)
     rank = engine.trainer.global_rank
     (out / f"rank{rank}.json").write_text(json.dumps({
         "default_root_dir": str(Path(engine.trainer.default_root_dir).resolve()),

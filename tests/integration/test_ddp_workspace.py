@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def _environment(**extra: str) -> dict[str, str]:
 def _check(out: Path) -> None:
     ranks = [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert ranks[0]["default_root_dir"] == ranks[1]["default_root_dir"]
-    versions = [path.name for path in (out / "results" / "Padim" / "demo").iterdir() if path.name.startswith("v")]
+    versions = [path.name for path in (out / "results" / "Dmp" / "demo").iterdir() if path.name.startswith("v")]
     assert versions == ["v0"]
     validated = ranks[0]["validation_paths"] + ranks[1]["validation_paths"]
     assert len(validated) == len(set(validated)) == NUM_VALIDATION
@@ -62,6 +63,10 @@ def test_ranks_started_apart_by_lightning_share_one_workspace(root: Path, tmp_pa
         env=_environment(MASTER_PORT=str(_free_port())), check=False,
     )
     assert result.returncode == 0, result.stderr[-5000:]
+    for _ in range(100):  # Lightning's launcher does not wait for rank 1 to finish the script
+        if (tmp_path / "rank1.json").exists():
+            break
+        time.sleep(0.5)
     _check(tmp_path)
 
 
@@ -72,8 +77,6 @@ def test_ranks_started_externally_share_one_workspace(root: Path, tmp_path: Path
     processes = []
     for rank in (0, 1):
         if rank and delay:
-            import time
-
             time.sleep(delay)
         processes.append(subprocess.Popen(  # noqa: S603 - our own script
             [sys.executable, str(WORKER), str(root), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
