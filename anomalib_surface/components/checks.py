@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ __all__ = [
     "Number",
     "OptionError",
     "Optional",
+    "Text",
     "check_options",
     "is_traced",
     "require_bool",
@@ -175,10 +177,21 @@ class Boolean:
 
 
 @dataclass(frozen=True)
+class Text:
+    """Rule: a string or a path (e.g. a folder of anomaly source images)."""
+
+    def check(self, name: str, value: object) -> None:
+        """Raise :class:`OptionError` naming ``name`` if ``value`` is neither a ``str`` nor a path."""
+        if not isinstance(value, str | os.PathLike):
+            msg = f"{name} must be a string or a path, got {value!r}."
+            raise OptionError(msg)
+
+
+@dataclass(frozen=True)
 class Items:
     """Rule: a list or tuple of ``length`` items (any length if ``None``, at most ``max_length``), each meeting ``item``."""
 
-    item: Integer | Number | Choice | Boolean
+    item: Integer | Number | Choice | Boolean | Text
     length: int | None = None
     max_length: int = 64
     min_length: int = 0
@@ -202,7 +215,7 @@ class Items:
 class Optional:
     """Rule: ``None`` or a value meeting ``rule``."""
 
-    rule: Integer | Number | Choice | Boolean | Items
+    rule: Integer | Number | Choice | Boolean | Text | Items
 
     def check(self, name: str, value: object) -> None:
         """Raise :class:`OptionError` naming ``name`` if ``value`` is neither ``None`` nor meets the rule."""
@@ -210,7 +223,10 @@ class Optional:
             self.rule.check(name, value)
 
 
-def check_options(rules: Mapping[str, Integer | Number | Choice | Boolean | Items | Optional], values: Mapping[str, object]) -> None:
+def check_options(
+    rules: Mapping[str, Integer | Number | Choice | Boolean | Text | Items | Optional],
+    values: Mapping[str, object],
+) -> None:
     """Check every option of ``values`` that has a rule (a model's constructor arguments, ``locals()``).
 
     One call at the top of a constructor covers the build and every restore from a checkpoint (Lightning
