@@ -28,7 +28,7 @@ import torch
 from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.data.transforms.utils import extract_transforms_by_type
-from anomalib.metrics import Evaluator
+from anomalib.metrics import AUPR, Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
@@ -40,10 +40,11 @@ from anomalib_surface.components import check_finite, paths_of_test_split
 from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
 from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
 from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_EPOCHS, MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
+from anomalib_surface.metrics.segmentation import default_test_metrics
 
 from .feature_extractor import FEATURE_EXTRACTORS, EncoderFeatures, build_feature_extractor
 from .loss import DmpLoss
-from .realistic_anomaly import RealisticAnomalyGenerator
+from .synthesis import build_anomaly_generator
 from .torch_model import DmpModel
 
 __all__ = ["Dmp"]
@@ -78,6 +79,11 @@ OPTION_RULES = {
 when ``load_from_checkpoint`` rebuilds the model from its saved hyper-parameters."""
 
 
+def pixel_ap() -> AUPR:
+    """Pixel average precision of the anomaly map (logged as ``pixel_AUPR``; skipped without masks)."""
+    return AUPR(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False)
+
+
 class Dmp(AnomalibModule):
     """Dmp: realistic synthetic anomalies, feature-consistent reconstruction, large-kernel defect maps.
 
@@ -85,6 +91,8 @@ class Dmp(AnomalibModule):
         anomaly_source_path: Folder of anomaly source images (e.g. DTD, or crops of real defects). ``None``
             (default) fills synthetic defects from the training images themselves. A folder overlapping the
             datamodule's test split is refused at fit start.
+        anomaly_synthesis: ``"realistic"`` (paper), ``"draem"`` (anomalib's DRAEM synthesis) or ``"self_fill"``
+            (realistic, filled from the training images); see :mod:`.synthesis`.
         anomaly_probability: Fraction of training images that receive a synthetic defect.
         opacity_range: ``(min, max)`` opacity of synthetic defects.
         soft_edge_sigma: Width (pixels) of the soft inner edge of synthetic defects.
@@ -98,10 +106,10 @@ class Dmp(AnomalibModule):
         fft_min_kernel_size: Re-parameterised kernels at least this large run through the FFT at inference
             (17; ``0``: never). Validation, test and predict re-parameterise automatically.
         feature_consistency: Use the deep-feature consistency term of the reconstruction loss.
-        feature_extractor: ``"copy"`` (paper: copy of the reconstruction encoder updated by parameter
-            copying), ``"gradient"`` (ablation: the copy is trained by gradients) or ``"pretrained"``
-            (frozen timm ``backbone``).
-        copy_momentum: EMA momentum of parameter copying after each optimisation step (``0``: hard copy).
+        feature_extractor: ``"copy"`` (paper: hard copy of the reconstruction encoder after every step),
+            ``"ema"`` (EMA of its parameters and batch-norm statistics), ``"gradient"`` (the copy is trained
+            by gradients) or ``"pretrained"`` (frozen timm ``backbone``).
+        ema_momentum: Momentum of the ``"ema"`` extractor.
         backbone: timm backbone of the ``"pretrained"`` feature extractor.
         pre_trained: Load ImageNet weights for that backbone.
         l2_weight: Weight of the L2 reconstruction term (paper's lambda_1 = 1).
@@ -122,6 +130,7 @@ class Dmp(AnomalibModule):
     def __init__(
         self,
         anomaly_source_path: str | None = None,
+        anomaly_synthesis: str = "realistic",
         anomaly_probability: float = 0.5,
         opacity_range: tuple[float, float] = (0.2, 1.0),
         soft_edge_sigma: float = 1.0,
@@ -134,7 +143,7 @@ class Dmp(AnomalibModule):
         fft_min_kernel_size: int = 17,
         feature_consistency: bool = True,
         feature_extractor: str = "copy",
-        copy_momentum: float = 0.99,
+        ema_momentum: float = 0.99,
         backbone: str = "resnet18",
         pre_trained: bool = True,
         l2_weight: float = 1.0,
@@ -168,7 +177,8 @@ class Dmp(AnomalibModule):
         if max_epochs < 1:
             msg = f"max_epochs must be >= 1, got {max_epochs}."
             raise ValueError(msg)
-        self.augmenter = RealisticAnomalyGenerator(
+        self.augmenter = build_anomaly_generator(
+            anomaly_synthesis,
             anomaly_source_path=anomaly_source_path,
             probability=anomaly_probability,
             opacity_range=opacity_range,
@@ -188,13 +198,14 @@ class Dmp(AnomalibModule):
             build_feature_extractor(
                 feature_extractor,
                 self.model.reconstruction.encoder,
-                momentum=copy_momentum,
+                momentum=ema_momentum,
                 backbone=backbone,
                 pre_trained=pre_trained,
             )
             if feature_consistency
             else None
         )
+        self.model.input_requirement.check_pre_processor(self)
         self.loss = DmpLoss(extractor, l2_weight=l2_weight, ssim_weight=ssim_weight, feature_weight=feature_weight)
         self.learning_rate = learning_rate
         self.lr_milestones = tuple(lr_milestones)
@@ -221,6 +232,11 @@ class Dmp(AnomalibModule):
     ) -> PreProcessor:
         """Resize to ``image_size`` (default 256 x 256); no normalisation, the networks work on ``[0, 1]``."""
         return FiniteInputPreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]), nonfinite_inputs=nonfinite_inputs)
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """anomalib's default metrics plus pixel AP (the paper's "AP"), which is also computed on validation."""
+        return Evaluator(val_metrics=[pixel_ap()], test_metrics=[*default_test_metrics(), pixel_ap()])
 
     @property
     def learning_type(self) -> LearningType:
@@ -272,7 +288,7 @@ class Dmp(AnomalibModule):
         return {"loss": losses["loss"]}
 
     def on_train_batch_end(self, outputs: STEP_OUTPUT, batch: Batch, batch_idx: int) -> None:
-        """Parameter copying: move the frozen feature extractor towards the updated reconstruction encoder."""
+        """Parameter copying: the frozen feature extractor follows the updated reconstruction encoder."""
         del outputs, batch, batch_idx  # These variables are not used.
         extractor = self.loss.feature_consistency.extractor if self.loss.feature_consistency is not None else None
         if isinstance(extractor, EncoderFeatures) and extractor.frozen:
