@@ -44,13 +44,14 @@ from anomalib_surface.metrics.segmentation import default_test_metrics
 
 from .feature_extractor import FEATURE_EXTRACTORS, EncoderFeatures, build_feature_extractor
 from .loss import DmpLoss
-from .synthesis import build_anomaly_generator
+from .synthesis import ANOMALY_SYNTHESES, build_anomaly_generator
 from .torch_model import DmpModel
 
 __all__ = ["Dmp"]
 
 
 OPTION_RULES = {
+    "anomaly_synthesis": Choice(ANOMALY_SYNTHESES),
     "anomaly_source_path": Optional(Text()),
     "anomaly_probability": Number(0.0, 1.0, strict=False),
     "opacity_range": Items(Number(0.0, 1.0, strict=False), length=2),
@@ -64,7 +65,7 @@ OPTION_RULES = {
     "fft_min_kernel_size": Integer(1, 10**6),
     "feature_consistency": Boolean(),
     "feature_extractor": Choice(FEATURE_EXTRACTORS),
-    "copy_momentum": Number(0.0, 1.0, strict=False),
+    "ema_momentum": Number(0.0, 1.0, strict=False),
     "backbone": Text(),
     "pre_trained": Boolean(),
     "l2_weight": Number(0.0, MAX_WEIGHT, strict=False),
