@@ -23,6 +23,7 @@ never an error in anomalib's own import.
 """
 
 FIXES: dict[str, tuple[str, ...]] = {
+    "anomalib.models": ("post_processor_checkpoint", "checkpoint_errors", "ddp_workspace", "unrepeated_eval_sampler"),
     "anomalib.cli.cli": ("cli_class_names", "cli_build_errors", "cli_predict_output"),
     "anomalib.pipelines.benchmark.job": ("benchmark_collect",),
     "anomalib.engine.plugins.checkpoint_io": ("checkpoint_map_location",),

@@ -54,8 +54,8 @@ from torchvision.transforms.v2 import functional as tvf
 from torchvision.tv_tensors import Mask
 
 from anomalib_surface.data.cached_build import check_dataset_path
-from anomalib_surface.data.checked_dataset import CheckedImageDataset, check_mask_file, has_mask
-from anomalib_surface.io.image_io import image_size_of, list_image_files, read_mask
+from anomalib_surface.data.checked_dataset import CheckedImageDataset, check_image_files, has_mask
+from anomalib_surface.io.image_io import list_image_files, read_mask
 
 __all__ = ["SPLIT_MODES", "TextureFolder", "TextureFolderDataset", "make_texture_folder_samples", "tile_starts"]
 
@@ -104,16 +104,15 @@ def _find_mask(image_path: Path, mask_folder: Path) -> Path:
 
 
 def _rows(pattern_dir: Path, split: str, label: str, folder: Path) -> list[dict]:
-    """Sample rows of the images of one label folder, checking images (and masks of defects)."""
-    rows = []
-    for image_path in list_image_files(folder):
-        height, width = image_size_of(image_path)
-        mask_path = None
-        if label != NORMAL_LABEL:
-            mask_folder = _require_folder(pattern_dir / "ground_truth" / label, f"ground-truth mask (defect '{label}')")
-            mask_path = _find_mask(image_path, mask_folder)
-            check_mask_file(mask_path, image_path, (height, width))
-        rows.append({
+    """Sample rows of the images of one label folder, checking images (and masks of defects) in full."""
+    image_paths = list_image_files(folder)
+    mask_paths: list[Path | None] = [None] * len(image_paths)
+    if label != NORMAL_LABEL:
+        mask_folder = _require_folder(pattern_dir / "ground_truth" / label, f"ground-truth mask (defect '{label}')")
+        mask_paths = [_find_mask(image_path, mask_folder) for image_path in image_paths]
+    sizes = check_image_files(list(zip(image_paths, mask_paths, strict=True)))
+    return [
+        {
             "path": str(pattern_dir),
             "pattern": pattern_dir.name,
             "split": split,
@@ -123,8 +122,9 @@ def _rows(pattern_dir: Path, split: str, label: str, folder: Path) -> list[dict]
             "label_index": int(LabelName.NORMAL if label == NORMAL_LABEL else LabelName.ABNORMAL),
             "height": height,
             "width": width,
-        })
-    return rows
+        }
+        for image_path, mask_path, (height, width) in zip(image_paths, mask_paths, sizes, strict=True)
+    ]
 
 
 def _train_rows(pattern_dir: Path, as_split: str) -> list[dict]:

@@ -37,14 +37,47 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from anomalib_surface.components import check_finite, paths_of_test_split
+from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
+from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
+from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_EPOCHS, MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
 from anomalib_surface.metrics.segmentation import default_test_metrics
 
 from .feature_extractor import FEATURE_EXTRACTORS, EncoderFeatures, build_feature_extractor
 from .loss import DmpLoss
-from .synthesis import build_anomaly_generator
+from .synthesis import ANOMALY_SYNTHESES, build_anomaly_generator
 from .torch_model import DmpModel
 
 __all__ = ["Dmp"]
+
+
+OPTION_RULES = {
+    "anomaly_synthesis": Choice(ANOMALY_SYNTHESES),
+    "anomaly_source_path": Optional(Text()),
+    "anomaly_probability": Number(0.0, 1.0, strict=False),
+    "opacity_range": Items(Number(0.0, 1.0, strict=False), length=2),
+    "soft_edge_sigma": Number(0.0, 100.0, strict=False),
+    "match_lighting": Number(0.0, 1.0, strict=False),
+    "reconstruction_width": Integer(1, MAX_WIDTH),
+    "prediction_width": Integer(1, MAX_WIDTH),
+    "depth": Integer(1, 8),
+    "kernel_size": Integer(1, MAX_KERNEL),
+    "small_kernel_size": Integer(1, MAX_KERNEL),
+    "fft_min_kernel_size": Integer(1, 10**6),
+    "feature_consistency": Boolean(),
+    "feature_extractor": Choice(FEATURE_EXTRACTORS),
+    "ema_momentum": Number(0.0, 1.0, strict=False),
+    "backbone": Text(),
+    "pre_trained": Boolean(),
+    "l2_weight": Number(0.0, MAX_WEIGHT, strict=False),
+    "ssim_weight": Number(0.0, MAX_WEIGHT, strict=False),
+    "feature_weight": Number(0.0, MAX_WEIGHT, strict=False),
+    "score_filter_size": Integer(1, MAX_KERNEL),
+    "learning_rate": Number(0.0, MAX_LEARNING_RATE),
+    "lr_milestones": Items(Number(0.0, 1.0)),
+    "max_epochs": Integer(1, MAX_EPOCHS),
+}
+"""Checks of every constructor option (types, ranges, finite values, bounds on structural sizes), at build and
+when ``load_from_checkpoint`` rebuilds the model from its saved hyper-parameters."""
 
 
 def pixel_ap() -> AUPR:
@@ -126,6 +159,7 @@ class Dmp(AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
+        check_options(OPTION_RULES, locals())
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -192,9 +226,13 @@ class Dmp(AnomalibModule):
         }
 
     @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+    def configure_pre_processor(
+        cls,
+        image_size: tuple[int, int] | None = None,
+        nonfinite_inputs: str = "error",
+    ) -> PreProcessor:
         """Resize to ``image_size`` (default 256 x 256); no normalisation, the networks work on ``[0, 1]``."""
-        return PreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]))
+        return FiniteInputPreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]), nonfinite_inputs=nonfinite_inputs)
 
     @staticmethod
     def configure_evaluator() -> Evaluator:

@@ -25,7 +25,9 @@ from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from anomalib_surface.components.checks import is_traced
+from anomalib_surface.components.finite_inputs import mark_nonfinite, replace_nonfinite
 from anomalib_surface.components.input_size import InputSizeRequirement
+
 from .anomaly_map import MeanFilteredMax
 from .fft_conv import FFT_DTYPES, depthwise_conv2d_fft
 
@@ -409,12 +411,15 @@ class DmpModel(nn.Module):
             ``[B, 1, H, W]`` and ``pred_score`` ``[B]`` = max of the mean-filtered map.
         """
         self.input_requirement.check_batch(images)
+        nonfinite = None
+        if not self.training:
+            images, nonfinite = replace_nonfinite(images)
         reconstruction = self.reconstruction(images)
         logits = self.prediction(torch.cat([images, reconstruction], dim=1))
-        if self.training:
+        if nonfinite is None:
             return reconstruction, logits
         anomaly_map = torch.sigmoid(logits)
-        return InferenceBatch(pred_score=self.anomaly_score(anomaly_map), anomaly_map=anomaly_map)
+        return mark_nonfinite(InferenceBatch(pred_score=self.anomaly_score(anomaly_map), anomaly_map=anomaly_map), nonfinite)
 
     def reparameterize(self) -> DmpModel:
         """Switch to eval mode and fuse every large-kernel block into a single convolution; returns ``self``.
