@@ -83,15 +83,16 @@ class PhaseSchedule:
     def epochs(self, budget: int) -> dict[str, int]:
         """Epochs per phase for a budget of ``budget`` epochs.
 
-        Raises:
-            ValueError: If ``budget`` is below :meth:`minimum_epochs`.
+        A budget below :meth:`minimum_epochs` still gives a usable model: the passes get their epoch first,
+        then the trained phases one epoch each in training order while epochs are left; the others get none.
         """
         if budget < self.minimum_epochs():
-            msg = (
-                f"A training budget of {budget} epoch(s) is too short for the phases {self.names}: give the trainer "
-                f"at least {self.minimum_epochs()} epochs (max_epochs or max_steps)."
-            )
-            raise ValueError(msg)
+            left = budget - sum(1 for share in self.shares.values() if share is None)
+            plan = {}
+            for name, share in self.shares.items():
+                plan[name] = 1 if share is None or (share > 0 and left > 0) else 0
+                left -= int(share is not None and plan[name])
+            return plan
         trained = budget - sum(1 for share in self.shares.values() if share is None)
         needed = [name for name, share in self.shares.items() if share]  # trained phases with a share > 0
         plan, left = {}, trained

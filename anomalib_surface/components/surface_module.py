@@ -91,6 +91,16 @@ class SurfaceModule(LightningModule):
         self.epochs_planned = epoch_budget(trainer)
         plan = self.phase_schedule.epochs(self.epochs_planned)
         logger.info("%s: %d epochs: %s.", name, self.epochs_planned, ", ".join(f"{k} {v}" for k, v in plan.items()))
+        if self.epochs_planned < self.phase_schedule.minimum_epochs():
+            skipped = [phase for phase, epochs in plan.items() if not epochs and self.phase_schedule.shares[phase]]
+            logger.warning(
+                "%s: %d epoch(s) are too few for all its phases (it needs %d): %s not trained. Give the trainer "
+                "more epochs (max_epochs or max_steps) for a useful model.",
+                name,
+                self.epochs_planned,
+                self.phase_schedule.minimum_epochs(),
+                ", ".join(skipped),
+            )
 
     def on_train_epoch_start(self) -> None:
         """Enter the phase of the current epoch (also right after resuming from a checkpoint)."""
