@@ -277,7 +277,9 @@ def tiny_surface_demo(root: Path) -> SurfaceDemo:
 
 
 def tiny_engine(root: Path) -> Engine:
-    return Engine(accelerator="cpu", limit_train_batches=2, default_root_dir=root, logger=False, enable_progress_bar=False)
+    return Engine(
+        accelerator="cpu", max_epochs=1, limit_train_batches=2, default_root_dir=root, logger=False, enable_progress_bar=False,
+    )
 
 
 def test_engine_fit_test_and_checkpoint_reload(surface_demo_root: Path, tmp_path: Path) -> None:
