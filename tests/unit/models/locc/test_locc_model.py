@@ -177,6 +177,7 @@ def test_non_finite_loss_stops_training() -> None:
     model = tiny_locc()
     model.model.imm.set_template(torch.rand(3, SIZE, SIZE))
     model.trainer = SimpleNamespace(current_epoch=0, global_step=7)
+    model.epochs_planned = 3  # set by on_train_start: alignment, centres, localisation
     model.on_train_epoch_start()
     with pytest.raises(NonFiniteLossError, match="registration_loss"):
         model.training_step(ImageBatch(image=torch.full((2, 3, SIZE, SIZE), float("nan"))))
