@@ -35,8 +35,8 @@ def epoch_budget(trainer: Trainer) -> int:
     steps = trainer.estimated_stepping_batches  # min(max_steps, steps of max_epochs); inf without a limit
     if not math.isfinite(steps):
         msg = (
-            "This model splits its training into phases and needs a finite budget: set the trainer's max_epochs "
-            "or max_steps (e.g. --trainer.max_epochs 100)."
+            "This model plans its training (phases or learning-rate milestones) as fractions of a finite length: set "
+            "the trainer's max_epochs or max_steps (e.g. --trainer.max_epochs 100)."
         )
         raise ValueError(msg)
     steps_per_epoch = max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
