@@ -73,6 +73,14 @@ class SurfaceModule(LightningModule):
         if self.phases or not self.automatic_optimization:
             allow_unused_parameters(self._trainer)
 
+    def on_fit_start(self) -> None:
+        """Skip Lightning's sanity validation, as :attr:`trainer_arguments` asks of anomalib's ``Engine``.
+
+        A plain Lightning ``Trainer`` ignores ``trainer_arguments``; the models cannot validate before training
+        has started (Locc has no template yet, Tocoad no memory bank).
+        """
+        self.trainer.num_sanity_val_steps = 0
+
     def on_train_start(self) -> None:
         """Read the training length from the trainer and log it (with the phase plan of a multi-phase model)."""
         trainer = self.trainer

@@ -203,6 +203,7 @@ class Dmp(AnomalibModule, SurfaceModule):
 
     def on_fit_start(self) -> None:
         """Refuse an anomaly source folder that overlaps the datamodule's test split."""
+        super().on_fit_start()
         self.augmenter.check_disjoint_from(paths_of_test_split(self.trainer))
 
     def on_train_start(self) -> None:

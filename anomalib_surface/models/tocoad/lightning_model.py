@@ -230,13 +230,9 @@ class Tocoad(AnomalibModule, SurfaceModule):
         ])
 
     def on_fit_start(self) -> None:
-        """Refuse an anomaly source folder that overlaps the test images; skip Lightning's sanity validation.
-
-        There is no memory bank to score against before the last epoch (anomalib's Engine already sets
-        ``num_sanity_val_steps=0`` from :attr:`trainer_arguments`; a plain Lightning ``Trainer`` does not).
-        """
+        """Refuse an anomaly source folder that overlaps the test images."""
+        super().on_fit_start()
         self.generator.paste.check_disjoint_from(paths_of_test_split(self.trainer))
-        self.trainer.num_sanity_val_steps = 0
 
     def on_train_start(self) -> None:
         """Plan the stages; validate only after the last epoch, once the memory bank exists."""
