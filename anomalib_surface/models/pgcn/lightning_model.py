@@ -36,12 +36,13 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
-from anomalib_surface.components import PreciseBatchNorm, SyntheticAnomalyGenerator, paths_of_test_split
+from anomalib_surface.components import SyntheticAnomalyGenerator, paths_of_test_split
 from anomalib_surface.components.checks import require_int, require_number, require_unnormalised_inputs
 from anomalib_surface.components.phase_schedule import PhaseSchedule
 from anomalib_surface.components.surface_module import SurfaceModule
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 
+from .batch_norm import PreciseBatchNorm
 from .loss import ComparatorLoss
 from .patches import sample_triplets
 from .torch_model import PgcnModel

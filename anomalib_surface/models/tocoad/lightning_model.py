@@ -40,15 +40,15 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torchvision.transforms.v2 import Normalize
 
-from anomalib_surface.components import paths_of_test_split
-from anomalib_surface.components.coreset import greedy_coreset
-from anomalib_surface.components.memory_bank import PatchFeatureStore, image_keys
-from anomalib_surface.components.nearest_neighbor import INDEX_TYPES, NearestNeighborSearch
+from anomalib_surface.components import image_keys, paths_of_test_split
 from anomalib_surface.components.phase_schedule import PhaseSchedule
 from anomalib_surface.components.surface_module import SurfaceModule
 
 from .anomaly_generator import RotatedAnomalyGenerator
+from .coreset import greedy_coreset
+from .feature_store import PatchFeatureStore
 from .loss import FocalLoss, NegativeGuidanceLoss, SimSiamLoss
+from .nearest_neighbor import INDEX_TYPES, NearestNeighborSearch
 from .torch_model import TocoadModel
 
 __all__ = ["Tocoad"]
