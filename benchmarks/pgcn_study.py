@@ -34,6 +34,8 @@ from typing import Any
 
 from anomalib.models.components import AnomalibModule
 
+from anomalib_surface.components.phase_schedule import PhaseSchedule
+
 from . import report
 from .runner import Entry, Record, build_model, instantiate_post_processor, metric_values, use_offline_weights
 from .suites import PATTERN_CATEGORIES, baselines, build_datamodule, plugin_entries
@@ -54,11 +56,14 @@ SUMMARY_KEYS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "pixel_AP", "pixel_
 def study_entries(pre_trained: bool, pgcn_epochs: tuple[int, int] | None = None) -> list[Entry]:
     """Pgcn in its demo preset with one inference direction, and Patchcore, on the shared backbone.
 
-    ``pgcn_epochs`` replaces the preset's generator and comparator epochs.
+    ``pgcn_epochs`` (generator, comparator) replaces the preset's epochs of the two phases.
     """
     (pgcn,) = [entry for entry in plugin_entries(pre_trained) if entry.model == "Pgcn"]
-    epochs = dict(zip(("generator_epochs", "comparator_epochs"), pgcn_epochs, strict=True)) if pgcn_epochs else {}
-    pgcn = dataclasses.replace(pgcn, init_args={**pgcn.init_args, "bidirectional": False, **epochs})
+    pgcn = dataclasses.replace(pgcn, init_args={**pgcn.init_args, "bidirectional": False})
+    if pgcn_epochs:
+        generator, comparator = pgcn_epochs
+        ratio = {"generator_ratio": generator / (generator + comparator)}
+        pgcn = dataclasses.replace(pgcn, init_args={**pgcn.init_args, **ratio}, max_epochs=generator + comparator)
     return [pgcn, *[entry for entry in baselines(pre_trained) if entry.model == "Patchcore"]]
 
 
@@ -79,9 +84,9 @@ def fit(entry: Entry, args: argparse.Namespace, pattern: str) -> AnomalibModule:
     from lightning.pytorch import seed_everything
 
     seed_everything(args.seed, workers=True)
-    model = build_model(entry, args.image_size, args.epochs)
+    model = build_model(entry, args.image_size)
     root = Path(args.output) / "runs" / entry.name / pattern / f"seed{args.seed}"
-    engine = Engine(max_epochs=args.epochs, **engine_arguments(args, root))
+    engine = Engine(max_epochs=entry.max_epochs or args.epochs, **engine_arguments(args, root))
     engine.fit(model, datamodule=build_datamodule(args, pattern_category(args.material, pattern, pattern), args.seed))
     return model
 
@@ -149,13 +154,15 @@ def markdown(records: list[Record], args: argparse.Namespace, env: dict[str, Any
     same = [record for record in records if not is_cross_pattern(record)]
     cross = [record for record in records if is_cross_pattern(record)]
     patterns, seeds = len(args.patterns), len(args.seeds)
-    pgcn_args = study_entries(args.pretrained, args.pgcn_epochs)[0].init_args
+    pgcn = study_entries(args.pretrained, args.pgcn_epochs)[0]
+    ratio = pgcn.init_args["generator_ratio"]
+    phase_epochs = PhaseSchedule({"generator": ratio, "comparator": 1 - ratio}).epochs(pgcn.max_epochs).values()
     sections = [
         "## Pgcn vs Patchcore across patterns; BidirectionalIntersection on vs off",
         f"Command: `{command}`",
         "Environment: " + ", ".join(f"{key} {value}" for key, value in env.items()),
         f"Patterns {', '.join(args.patterns)} of material `{args.material}`, seeds {', '.join(map(str, args.seeds))}, "
-        f"{args.image_size} px, Pgcn {pgcn_args['generator_epochs']}+{pgcn_args['comparator_epochs']} epochs; "
+        f"{args.image_size} px, Pgcn {'+'.join(map(str, phase_epochs))} epochs; "
         "one fit per model, training pattern and seed. Metrics in %.",
         f"### Same pattern (train and test on one pattern; mean of {patterns} patterns x {seeds} seeds)",
         report.markdown_table(same, SUMMARY_KEYS),

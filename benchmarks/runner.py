@@ -56,7 +56,8 @@ class Entry:
         model: anomalib model class name (built-in or plugin), e.g. ``"Patchcore"`` or ``"Clgan"``.
         init_args: Constructor arguments.
         post_processor: Optional ``{"class_path": ..., "init_args": {...}}`` replacing the model's own.
-        max_epochs: Epoch budget; multi-phase models set their own through ``trainer_arguments``.
+        max_epochs: Epoch budget of the trainer (``None``: the suite's); multi-phase models split it into their
+            phases by their ``<phase>_ratio`` options.
     """
 
     name: str
@@ -156,20 +157,12 @@ def instantiate_post_processor(config: dict[str, Any]) -> PostProcessor:
     return parser.instantiate_classes(parser.parse_object({"post_processor": config})).post_processor
 
 
-def build_model(entry: Entry, image_size: int, max_epochs: int) -> AnomalibModule:
-    """Instantiate ``entry`` with the benchmark's evaluator and pre-processing to ``image_size``.
-
-    Models that take their epoch budget as a ``max_epochs`` option (it overrides the trainer's through
-    ``trainer_arguments``) get ``max_epochs`` unless the entry sets it.
-    """
-    import inspect
-
+def build_model(entry: Entry, image_size: int) -> AnomalibModule:
+    """Instantiate ``entry`` with the benchmark's evaluator and pre-processing to ``image_size``."""
     import anomalib.models
 
     model_class = getattr(anomalib.models, entry.model)
     kwargs = dict(entry.init_args)
-    if "max_epochs" in inspect.signature(model_class).parameters:
-        kwargs.setdefault("max_epochs", max_epochs)
     if entry.post_processor is not None:
         kwargs["post_processor"] = instantiate_post_processor(entry.post_processor)
     return model_class(
@@ -249,7 +242,7 @@ def run_entry(
         seed_everything(seed, workers=True)
         epochs = entry.max_epochs or max_epochs
         record.epochs = epochs
-        model = build_model(entry, image_size, epochs)
+        model = build_model(entry, image_size)
         engine = Engine(
             accelerator=accelerator,
             devices=1,

@@ -97,10 +97,13 @@ def test_pgcn_study_builds_its_entries_datamodules_and_tables(tmp_path: Path, mo
 
     pgcn, patchcore = pgcn_study.study_entries(pre_trained=False)
     assert (pgcn.model, pgcn.init_args["bidirectional"], patchcore.model) == ("Pgcn", False, "Patchcore")
-    assert not build_model(pgcn, image_size=128, max_epochs=1).model.bidirectional
+    assert not build_model(pgcn, image_size=128).model.bidirectional
     longer = pgcn_study.parse_args(["--pgcn-epochs", "24", "66"]).pgcn_epochs
     (longer_pgcn, _) = pgcn_study.study_entries(pre_trained=False, pgcn_epochs=longer)
-    assert longer_pgcn.init_args == {**pgcn.init_args, "generator_epochs": 24, "comparator_epochs": 66}
+    assert longer_pgcn.init_args == {**pgcn.init_args, "generator_ratio": 24 / 90}
+    assert longer_pgcn.max_epochs == 90
+    model = build_model(longer_pgcn, image_size=128)
+    assert model.phase_schedule.epochs(longer_pgcn.max_epochs) == {"generator": 24, "comparator": 66}
     assert isinstance(pgcn_study.instantiate_post_processor(pgcn_study.INTERSECTION), BidirectionalIntersection)
 
     # Without --root the collection is SurfaceDemo's root: its pattern categories are material/pattern folders.

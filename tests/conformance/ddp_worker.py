@@ -37,14 +37,27 @@ IMAGE_SIZE = 64
 DEMO_SETTINGS = {"image_size": IMAGE_SIZE, "num_train": 7, "num_test_good": 3, "num_test_defect_per_type": 1}
 POST_PROCESSOR = "post_processor."
 
+
+
+def max_epochs(model_class: type[AnomalibModule]) -> int:
+    """The training length of the DDP run: one epoch per phase."""
+    return max(1, len(model_class.phases))
+
+
+def first_epoch_of(model: AnomalibModule, phase: str) -> int:
+    """The (0-based) epoch at which ``model`` enters ``phase`` in a run of :func:`max_epochs` epochs."""
+    epochs = model.phase_schedule.epochs(max_epochs(type(model)))
+    return sum(epochs[name] for name in model.phases[: model.phases.index(phase)])
+
+
 TRAINING_SET_STATE: dict[str, Callable[[AnomalibModule], dict[int, tuple[str, ...]]]] = {
-    "Tocoad": lambda model: {model.stage1_epochs + model.stage2_epochs: ("model.memory_bank",)},
-    "Locc": lambda model: {0: ("model.imm.template",), min(model.phase_epochs.values()): ("model.alm.centres",)},
+    "Tocoad": lambda model: {first_epoch_of(model, "memory_bank"): ("model.memory_bank",)},
+    "Locc": lambda model: {0: ("model.imm.template",), first_epoch_of(model, "centres"): ("model.alm.centres",)},
 }
 """Buffers a model builds from the whole training set during ``fit``, by the (0-based) epoch that builds them.
 
-Tocoad's memory bank (last epoch); Locc's template (drawn when training starts) and local centres (the
-epoch after the ``imm_epochs`` alignment epochs; ``min`` picks it because the centres phase lasts one epoch).
+Tocoad's memory bank (its last epoch); Locc's template (drawn when training starts) and local centres (its
+centres pass).
 """
 
 
@@ -82,12 +95,12 @@ def build_datamodule(root: Path) -> SurfaceDemo:
     )
 
 
-def engine(out: Path, devices: int, callbacks: list[Callback]) -> Engine:
-    """A CPU engine on ``devices`` processes (DDP when more than one)."""
+def engine(out: Path, name: str, devices: int, callbacks: list[Callback]) -> Engine:
+    """A CPU engine on ``devices`` processes (DDP when more than one) for model ``name``."""
     strategy = {"strategy": "ddp"} if devices > 1 else {}
     return Engine(
-        accelerator="cpu", devices=devices, default_root_dir=out, logger=False, enable_progress_bar=False,
-        callbacks=callbacks, **strategy,
+        accelerator="cpu", devices=devices, max_epochs=max_epochs(model_class(name)), default_root_dir=out,
+        logger=False, enable_progress_bar=False, callbacks=callbacks, **strategy,
     )
 
 
@@ -115,7 +128,7 @@ def run_ddp(name: str, root: Path, out: Path) -> None:
     # One workspace per rank: anomalib's Engine.fit creates a new versioned folder on every rank, and two ranks
     # creating the same one race (FileExistsError).
     workspace = out / "ddp" / f"rank{os.environ.get('LOCAL_RANK', '0')}"
-    trainer_engine = engine(workspace, devices=2, callbacks=[checkpoints])
+    trainer_engine = engine(workspace, name, devices=2, callbacks=[checkpoints])
     trainer_engine.fit(model, datamodule=build_datamodule(root))
     # The per-epoch checkpoints skip an epoch without optimiser step (Tocoad's last): save the final state.
     trainer_engine.trainer.save_checkpoint(out / "final.ckpt")
@@ -129,7 +142,7 @@ def run_single(name: str, root: Path, out: Path) -> None:
     for epoch, buffers in sorted(TRAINING_SET_STATE.get(name, lambda _: {})(build_model(name)).items()):
         model = build_model(name)
         resume = out / "checkpoints" / f"epoch={epoch - 1}.ckpt" if epoch > 0 else None
-        engine(out / "single", devices=1, callbacks=[StopAfterEpoch(epoch)]).fit(
+        engine(out / "single", name, devices=1, callbacks=[StopAfterEpoch(epoch)]).fit(
             model, datamodule=build_datamodule(root), ckpt_path=resume,
         )
         rebuilt |= {buffer: cpu_state(model)[buffer] for buffer in buffers}
@@ -140,7 +153,7 @@ def run_single(name: str, root: Path, out: Path) -> None:
         {key: value for key, value in trained.items() if not key.startswith(POST_PROCESSOR)}, strict=False,
     )
     assert not unexpected and all(key.startswith(POST_PROCESSOR) for key in missing), (missing, unexpected)
-    engine(out / "single", devices=1, callbacks=[]).validate(model, datamodule=build_datamodule(root))
+    engine(out / "single", name, devices=1, callbacks=[]).validate(model, datamodule=build_datamodule(root))
     rebuilt |= {key: value for key, value in cpu_state(model).items() if key.startswith(POST_PROCESSOR)}
     torch.save({"state": rebuilt, "predictions": predictions(model, root)}, out / "single.pt")
 

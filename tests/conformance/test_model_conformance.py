@@ -124,6 +124,7 @@ def test_model_conforms_to_anomalib(entry_point, demo_root: Path, tmp_path: Path
     engine = Engine(
         accelerator="cpu",
         devices=1,
+        max_epochs=max(1, len(model_class.phases)),  # one epoch per training phase
         default_root_dir=tmp_path,
         limit_train_batches=2,
         logger=False,

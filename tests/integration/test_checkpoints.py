@@ -40,17 +40,15 @@ MODELS = {
     for ep in sorted(entry_points(group="anomalib.models"), key=lambda ep: ep.name)
     if ep.value.startswith("anomalib_surface.")
 }
-# Two epochs in every multi-epoch phase, so that the checkpoint after epoch 0 is in the middle of one.
-PHASE_EPOCHS: dict[str, dict[str, int]] = {
-    "Clgan": {"max_epochs": 3},
-    "Dmp": {"max_epochs": 3},
-    "Locc": {"imm_epochs": 2, "alm_epochs": 2},  # align, align, centres, localise, localise
-    "Pgcn": {"generator_epochs": 2, "comparator_epochs": 2},  # generator x2, comparator x2
-    "Tocoad": {"stage1_epochs": 2, "stage2_epochs": 2},  # stage 1 x2, stage 2 x2, memory bank
+# Two epochs in every trained phase, so that the checkpoint after epoch 0 is in the middle of one: the trainer's
+# epochs (one pass epoch counts one) and the phase ratios that split them.
+MAX_EPOCHS = {"Clgan": 3, "Dmp": 3, "Locc": 5, "Pgcn": 4, "Tocoad": 5}
+PHASE_RATIOS: dict[str, dict[str, float]] = {
+    "Locc": {"alignment_ratio": 0.5},  # alignment x2, centres, localisation x2
+    "Pgcn": {"generator_ratio": 0.5},  # generator x2, comparator x2
+    "Tocoad": {"discriminator_ratio": 0.5},  # stage 1 x2, stage 2 x2, memory bank
 }
-# The buffer that holds each multi-phase model's current phase (saved in its checkpoints).
-PHASE_BUFFER = {"Locc": "model.phase", "Pgcn": "training_phase", "Tocoad": "model.stage"}
-EXPECTED_PHASES = {"Locc": [0, 0, 1, 2, 2], "Pgcn": [1, 1, 2, 2], "Tocoad": [1, 1, 2, 2, 3]}
+EXPECTED_PHASES = {"Locc": [0, 0, 1, 2, 2], "Pgcn": [0, 0, 1, 1], "Tocoad": [0, 0, 1, 1, 2]}
 
 
 class OrderedSurfaceDemo(SurfaceDemo):
@@ -88,10 +86,10 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def build_model(name: str) -> AnomalibModule:
-    """Model ``name`` in its smoke-test configuration with :data:`PHASE_EPOCHS`, at ``IMAGE_SIZE``."""
+    """Model ``name`` in its smoke-test configuration with :data:`PHASE_RATIOS`, at ``IMAGE_SIZE``."""
     model_class = MODELS[name].load()
     pre_processor = model_class.configure_pre_processor(image_size=(IMAGE_SIZE, IMAGE_SIZE))
-    arguments = {**model_class.smoke_test_init_args(), **PHASE_EPOCHS[name]}
+    arguments = {**model_class.smoke_test_init_args(), **PHASE_RATIOS.get(name, {})}
     return model_class(pre_processor=pre_processor, visualizer=False, **arguments)
 
 
@@ -99,14 +97,14 @@ def fit(name: str, demo_root: Path, root: Path, ckpt_path: Path | None = None) -
     """Fit model ``name`` (from scratch or resumed from ``ckpt_path``), checkpointing after every epoch."""
     seed_everything(0, verbose=False)
     model = build_model(name)
-    recorder = ReseedAndRecord(PHASE_BUFFER.get(name))
+    recorder = ReseedAndRecord(model.phase_buffer)
     checkpoints = ModelCheckpoint(dirpath=root / "ckpt", filename="{epoch}", save_top_k=-1, save_on_train_epoch_end=True)
     datamodule = OrderedSurfaceDemo(
         root=demo_root, category="brick", train_batch_size=4, eval_batch_size=8, num_workers=0, **DEMO_SETTINGS,
     )
     engine = Engine(
-        accelerator="cpu", devices=1, default_root_dir=root, logger=False, enable_progress_bar=False,
-        limit_val_batches=1, callbacks=[recorder, checkpoints],
+        accelerator="cpu", devices=1, max_epochs=MAX_EPOCHS[name], default_root_dir=root, logger=False,
+        enable_progress_bar=False, limit_val_batches=1, callbacks=[recorder, checkpoints],
     )
     engine.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return model, engine, recorder
@@ -145,8 +143,8 @@ def test_resume_mid_phase_matches_an_uninterrupted_run(name: str, demo_root: Pat
     mid_phase = tmp_path / "full" / "ckpt" / "epoch=0.ckpt"
     checkpoint = torch.load(mid_phase, map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == full_run.starts[1][1]
-    if name in PHASE_BUFFER:
-        assert int(checkpoint["state_dict"][PHASE_BUFFER[name]]) == full_run.starts[0][2]
+    if uninterrupted.phase_buffer:
+        assert int(checkpoint["state_dict"][uninterrupted.phase_buffer]) == full_run.starts[0][2]
 
     # A checkpoint written on a GPU: resuming it on this CPU-only machine maps it to the CPU.
     gpu_checkpoint = tmp_path / "gpu" / "epoch=0.ckpt"
@@ -195,8 +193,8 @@ def test_nonfinite_loss_stops_training_and_keeps_the_last_good_checkpoint(name: 
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1, save_on_train_epoch_end=True)
     datamodule = SurfaceDemo(root=demo_root, category="brick", train_batch_size=4, eval_batch_size=8, num_workers=0, **DEMO_SETTINGS)
     engine = Engine(
-        accelerator="cpu", devices=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
-        limit_val_batches=1, callbacks=[PoisonFromEpoch(1), checkpoints],
+        accelerator="cpu", devices=1, max_epochs=MAX_EPOCHS[name], default_root_dir=tmp_path, logger=False,
+        enable_progress_bar=False, limit_val_batches=1, callbacks=[PoisonFromEpoch(1), checkpoints],
     )
     with pytest.raises(NonFiniteLossError, match=r"Non-finite loss at training step \d+: .*=nan"):
         engine.fit(model, datamodule=datamodule)

@@ -47,10 +47,10 @@ def build_model(model_class: type[AnomalibModule], image_size: tuple[int, int]) 
 
 
 def fit(model: AnomalibModule, datamodule: SurfaceDemo, root: Path, **engine_options: object) -> None:
-    """One training batch per epoch, no validation."""
+    """One training batch per epoch, one epoch per training phase, no validation."""
     engine = Engine(
-        accelerator="cpu", devices=1, default_root_dir=root, logger=False, enable_progress_bar=False,
-        limit_train_batches=1, limit_val_batches=0, **engine_options,
+        accelerator="cpu", devices=1, max_epochs=max(1, len(type(model).phases)), default_root_dir=root, logger=False,
+        enable_progress_bar=False, limit_train_batches=1, limit_val_batches=0, **engine_options,
     )
     engine.fit(model, datamodule=datamodule)
 

@@ -37,17 +37,12 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
-from anomalib_surface.components import (
-    SyntheticAnomalyGenerator,
-    allow_unused_parameters,
-    broadcast_buffers,
-    check_finite,
-    paths_of_test_split,
-)
+from anomalib_surface.components import SyntheticAnomalyGenerator, check_finite, paths_of_test_split
 from anomalib_surface.components.checks import require_unnormalised_inputs
+from anomalib_surface.components.surface_module import SurfaceModule
 from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
 from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
-from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_EPOCHS, MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
+from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 from anomalib_surface.post_processing import VALIDATION_FACTOR_GRID, DoubleThresholdMorphology
 
@@ -75,26 +70,26 @@ OPTION_RULES = {
     "nce_t": Number(0.0, 100.0),
     "num_patches": Integer(1, 65536),
     "nce_mlp_dim": Integer(1, MAX_WIDTH),
-    "lr": Number(0.0, MAX_LEARNING_RATE),
+    "learning_rate": Number(0.0, MAX_LEARNING_RATE),
     "beta1": Number(0.0, 1.0, strict=False),
     "beta2": Number(0.0, 1.0, strict=False),
     "corrupt_inputs": Boolean(),
     "anomaly_source_path": Optional(Text()),
-    "corruption_probability": Number(0.0, 1.0, strict=False),
+    "anomaly_probability": Number(0.0, 1.0, strict=False),
     "channel_reduction": Choice(CHANNEL_REDUCTIONS),
     "sigma": Number(0.0, 100.0, strict=False),
-    "max_epochs": Integer(1, MAX_EPOCHS),
 }
 """Checks of every constructor option (types, ranges, finite values, bounds on structural sizes), at build and
 when ``load_from_checkpoint`` rebuilds the model from its saved hyper-parameters."""
 
 
-class Clgan(AnomalibModule):
+class Clgan(AnomalibModule, SurfaceModule):
     """CLGAN: reconstruction GAN with PatchNCE contrastive learning; anomaly map = reconstruction residual.
 
     Setting ``lambda_adv=0`` removes the discriminator and its optimiser, ``lambda_nce=0`` removes the
     PatchNCE projection heads; with both at 0 (and ``lambda_ssim=0``) Clgan is a plain L1 autoencoder with the
-    same generator.
+    same generator. Training length comes from the trainer (``--trainer.max_epochs``; the paper's 200 epochs
+    are in ``configs/model/clgan.yaml``).
 
     Args:
         ngf (int): Generator stem width (doubles at each downsampling). Defaults to ``64``.
@@ -115,7 +110,7 @@ class Clgan(AnomalibModule):
         nce_t (float): PatchNCE temperature. Defaults to ``0.07``.
         num_patches (int): Locations sampled per NCE layer and image. Defaults to ``256``.
         nce_mlp_dim (int): Width of the 2-layer projection heads. Defaults to ``256``.
-        lr (float): Adam learning rate of both optimisers. Defaults to ``2e-4``.
+        learning_rate (float): Adam learning rate of both optimisers. Defaults to ``2e-4``.
         beta1 (float): Adam ``beta1``. Defaults to ``0.5``.
         beta2 (float): Adam ``beta2``. Defaults to ``0.999``.
         corrupt_inputs (bool): Train on inputs corrupted with synthetic anomalies and clean targets, so that
@@ -123,13 +118,11 @@ class Clgan(AnomalibModule):
         anomaly_source_path (str | None): Folder of images that fill the synthetic anomalies (e.g. DTD);
             ``None`` fills them from the training batch itself. Only used with ``corrupt_inputs``.
             Defaults to ``None``.
-        corruption_probability (float): Fraction of training images that get a synthetic anomaly.
+        anomaly_probability (float): Fraction of training images that get a synthetic anomaly.
             Defaults to ``0.5``.
         channel_reduction (str): ``"max"`` or ``"mean"`` over the colour channels of ``|x - G(x)|``.
             Defaults to ``"max"``.
         sigma (float): Gaussian smoothing of the anomaly map in pixels (0 disables). Defaults to ``4.0``.
-        max_epochs (int): Training epochs, passed to the trainer through :attr:`trainer_arguments`.
-            Defaults to ``200``.
         pre_processor (PreProcessor | bool): Defaults to a 256x256 resize without normalisation.
         post_processor (PostProcessor | bool): Defaults to :class:`DoubleThresholdMorphology` with
             validated thresholds (see :meth:`configure_post_processor`).
@@ -154,15 +147,14 @@ class Clgan(AnomalibModule):
         nce_t: float = 0.07,
         num_patches: int = 256,
         nce_mlp_dim: int = 256,
-        lr: float = 2e-4,
+        learning_rate: float = 2e-4,
         beta1: float = 0.5,
         beta2: float = 0.999,
         corrupt_inputs: bool = True,
         anomaly_source_path: str | None = None,
-        corruption_probability: float = 0.5,
+        anomaly_probability: float = 0.5,
         channel_reduction: str = "max",
         sigma: float = 4.0,
-        max_epochs: int = 200,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -177,11 +169,10 @@ class Clgan(AnomalibModule):
         )
         _check_training_options(
             num_patches=num_patches,
-            lr=lr,
+            learning_rate=learning_rate,
             beta1=beta1,
             beta2=beta2,
-            max_epochs=max_epochs,
-            corruption_probability=corruption_probability,
+            anomaly_probability=anomaly_probability,
         )
         self.loss = ClganLoss(
             lambda_rec=lambda_rec,
@@ -211,17 +202,16 @@ class Clgan(AnomalibModule):
             logger.warning("anomaly_source_path is ignored because corrupt_inputs=False.")
         self.corrupt_inputs = corrupt_inputs
         self.anomaly_source_path = anomaly_source_path
-        self.corruption_probability = corruption_probability
+        self.anomaly_probability = anomaly_probability
         self.corruptor: SyntheticAnomalyGenerator | None = None
         self.num_patches = num_patches
-        self.lr = lr
+        self.learning_rate = learning_rate
         self.betas = (beta1, beta2)
-        self.max_epochs = max_epochs
         self.automatic_optimization = False
 
     @classmethod
     def smoke_test_init_args(cls) -> dict[str, Any]:
-        """Constructor arguments of a tiny, fast configuration (1 epoch) for tests and conformance runs."""
+        """Constructor arguments of a tiny, fast configuration for tests and conformance runs."""
         return {
             "ngf": 8,
             "n_downsampling": 2,
@@ -231,7 +221,6 @@ class Clgan(AnomalibModule):
             "nce_layers": (0, 1, 3),
             "num_patches": 16,
             "nce_mlp_dim": 16,
-            "max_epochs": 1,
         }
 
     @classmethod
@@ -263,28 +252,28 @@ class Clgan(AnomalibModule):
         generator_params = list(self.model.generator.parameters())
         if self.model.patch_heads is not None:
             generator_params += list(self.model.patch_heads.parameters())
-        optimizers = [torch.optim.Adam(generator_params, lr=self.lr, betas=self.betas)]
+        optimizers = [torch.optim.Adam(generator_params, lr=self.learning_rate, betas=self.betas)]
         if self.model.discriminator is not None:
-            optimizers.append(torch.optim.Adam(self.model.discriminator.parameters(), lr=self.lr, betas=self.betas))
+            discriminator_params = self.model.discriminator.parameters()
+            optimizers.append(torch.optim.Adam(discriminator_params, lr=self.learning_rate, betas=self.betas))
         return optimizers
 
     def setup(self, stage: str) -> None:
-        """Build the synthetic-anomaly generator when fitting with ``corrupt_inputs``; set up DDP.
+        """Build the synthetic-anomaly generator when fitting with ``corrupt_inputs``.
 
         It is built here rather than in ``__init__`` so that loading a checkpoint for inference never needs
         the anomaly source folder; a missing or empty folder raises ``FileNotFoundError`` when fitting starts.
-        DDP must accept parameters without gradient: each of the two backward passes of a step reaches only
-        the discriminator or only the generator side.
         """
-        allow_unused_parameters(self._trainer)
+        super().setup(stage)
         if stage == "fit" and self.corrupt_inputs and self.corruptor is None:
             self.corruptor = SyntheticAnomalyGenerator(
                 anomaly_source_path=self.anomaly_source_path,
-                probability=self.corruption_probability,
+                probability=self.anomaly_probability,
             )
 
     def on_train_start(self) -> None:
         """Refuse normalising pre-processors and synthetic-anomaly sources that overlap the test split."""
+        super().on_train_start()
         require_unnormalised_inputs(self.pre_processor, "Clgan")
         if self.corruptor is not None:
             self.corruptor.check_disjoint_from(paths_of_test_split(self.trainer))
@@ -330,7 +319,7 @@ class Clgan(AnomalibModule):
             opt_d.zero_grad()
             self.manual_backward(d_loss)
             opt_d.step()
-            logs["train_discriminator_loss"] = d_loss.detach()
+            logs["discriminator_loss"] = d_loss.detach()
 
         with self.toggled_optimizer(opt_g):
             queries, keys = [], []
@@ -350,22 +339,9 @@ class Clgan(AnomalibModule):
             self.manual_backward(g_loss)
             opt_g.step()
 
-        logs |= {f"train_{name}_loss": term.detach() for name, term in terms.items()}
-        self.log_dict(logs, on_epoch=True, logger=True)
-        self.log("train_loss", g_loss.detach(), on_epoch=True, prog_bar=True, logger=True)
+        logs |= {f"{name}_loss": term.detach() for name, term in terms.items()}
+        self.log_train_losses(g_loss, logs, batch_size=len(target))
         return {"loss": g_loss.detach()}
-
-    def on_validation_start(self) -> None:
-        """Validate with rank 0's buffers on every DDP rank (see :meth:`on_train_epoch_end`)."""
-        broadcast_buffers(self.model)
-
-    def on_train_epoch_end(self) -> None:
-        """Give every DDP rank rank 0's buffers (BatchNorm statistics with ``norm="batch"``).
-
-        With manual optimisation DDP does not broadcast buffers, so each rank would keep the statistics of its
-        own batches.
-        """
-        broadcast_buffers(self.model)
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Residual-based anomaly maps and scores merged into the batch."""
@@ -375,8 +351,8 @@ class Clgan(AnomalibModule):
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        """No gradient clipping (manual optimisation), no sanity validation, ``max_epochs`` from the options."""
-        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0, "max_epochs": self.max_epochs}
+        """No gradient clipping (manual optimisation), no sanity validation; the length is the trainer's."""
+        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
 
     @property
     def learning_type(self) -> LearningType:
@@ -386,26 +362,22 @@ class Clgan(AnomalibModule):
 
 def _check_training_options(
     num_patches: int,
-    lr: float,
+    learning_rate: float,
     beta1: float,
     beta2: float,
-    max_epochs: int,
-    corruption_probability: float,
+    anomaly_probability: float,
 ) -> None:
     """Raise ``ValueError`` naming the first training option out of range."""
     if isinstance(num_patches, bool) or not isinstance(num_patches, int) or num_patches < 1:
         msg = f"num_patches must be an integer >= 1, got {num_patches!r}."
         raise ValueError(msg)
-    if not lr > 0:
-        msg = f"lr must be > 0, got {lr}."
+    if not learning_rate > 0:
+        msg = f"learning_rate must be > 0, got {learning_rate}."
         raise ValueError(msg)
     for name, beta in (("beta1", beta1), ("beta2", beta2)):
         if not 0 <= beta < 1:
             msg = f"{name} must be in [0, 1), got {beta}."
             raise ValueError(msg)
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-        msg = f"max_epochs must be an integer >= 1, got {max_epochs!r}."
-        raise ValueError(msg)
-    if not 0 <= corruption_probability <= 1:
-        msg = f"corruption_probability must be in [0, 1], got {corruption_probability}."
+    if not 0 <= anomaly_probability <= 1:
+        msg = f"anomaly_probability must be in [0, 1], got {anomaly_probability}."
         raise ValueError(msg)

@@ -14,8 +14,8 @@ Example:
     >>> from anomalib.engine import Engine
     >>> from anomalib_surface.data import SurfaceDemo
     >>> from anomalib_surface.models.dmp import Dmp
-    >>> model = Dmp(reconstruction_width=16, prediction_width=16, depth=3, max_epochs=50)
-    >>> engine = Engine()
+    >>> model = Dmp(reconstruction_width=16, prediction_width=16, depth=3)
+    >>> engine = Engine(max_epochs=50)
     >>> engine.fit(model, datamodule=SurfaceDemo(category="brick", image_size=128))  # doctest: +SKIP
 """
 
@@ -36,10 +36,12 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-from anomalib_surface.components import check_finite, paths_of_test_split
+from anomalib_surface.components import paths_of_test_split
+from anomalib_surface.components.phase_schedule import epoch_budget
+from anomalib_surface.components.surface_module import SurfaceModule
 from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
 from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
-from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_EPOCHS, MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
+from anomalib_surface.components.option_limits import MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
 from anomalib_surface.metrics.segmentation import default_test_metrics
 
 from .feature_extractor import FEATURE_EXTRACTORS, EncoderFeatures, build_feature_extractor
@@ -74,7 +76,6 @@ OPTION_RULES = {
     "score_filter_size": Integer(1, MAX_KERNEL),
     "learning_rate": Number(0.0, MAX_LEARNING_RATE),
     "lr_milestones": Items(Number(0.0, 1.0)),
-    "max_epochs": Integer(1, MAX_EPOCHS),
 }
 """Checks of every constructor option (types, ranges, finite values, bounds on structural sizes), at build and
 when ``load_from_checkpoint`` rebuilds the model from its saved hyper-parameters."""
@@ -85,8 +86,11 @@ def pixel_ap() -> AUPR:
     return AUPR(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False)
 
 
-class Dmp(AnomalibModule):
+class Dmp(AnomalibModule, SurfaceModule):
     """Dmp: realistic synthetic anomalies, feature-consistent reconstruction, large-kernel defect maps.
+
+    Training length comes from the trainer (paper: 700 epochs, in ``configs/model/dmp.yaml``).
+
 
     Args:
         anomaly_source_path: Folder of anomaly source images (e.g. DTD, or crops of real defects). ``None``
@@ -120,8 +124,7 @@ class Dmp(AnomalibModule):
             is taken as the image score.
         learning_rate: Adam learning rate.
         lr_milestones: Epochs at which the learning rate is divided by 10, as fractions of the trainer's
-            ``max_epochs`` (paper: epochs 400 and 600 of 700).
-        max_epochs: Training epochs (paper: 700), passed to the trainer.
+            epoch budget (``max_epochs``, or ``max_steps`` in epochs; paper: epochs 400 and 600 of 700).
         pre_processor: Pre-processor or flag for the default (resize to 256 x 256, no normalisation).
         post_processor: Post-processor or flag for the default.
         evaluator: Evaluator or flag for the default.
@@ -153,7 +156,6 @@ class Dmp(AnomalibModule):
         score_filter_size: int = 21,
         learning_rate: float = 1e-4,
         lr_milestones: tuple[float, ...] = (400 / 700, 600 / 700),
-        max_epochs: int = 700,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -173,10 +175,7 @@ class Dmp(AnomalibModule):
             msg = f"learning_rate must be > 0, got {learning_rate}."
             raise ValueError(msg)
         if any(not 0.0 < milestone < 1.0 for milestone in lr_milestones):
-            msg = f"lr_milestones must be fractions of max_epochs in (0, 1), got {lr_milestones}."
-            raise ValueError(msg)
-        if max_epochs < 1:
-            msg = f"max_epochs must be >= 1, got {max_epochs}."
+            msg = f"lr_milestones must be fractions of the training epochs in (0, 1), got {lr_milestones}."
             raise ValueError(msg)
         self.augmenter = build_anomaly_generator(
             anomaly_synthesis,
@@ -210,7 +209,6 @@ class Dmp(AnomalibModule):
         self.loss = DmpLoss(extractor, l2_weight=l2_weight, ssim_weight=ssim_weight, feature_weight=feature_weight)
         self.learning_rate = learning_rate
         self.lr_milestones = tuple(lr_milestones)
-        self.max_epochs = max_epochs
 
     @classmethod
     def smoke_test_init_args(cls) -> dict[str, Any]:
@@ -222,7 +220,6 @@ class Dmp(AnomalibModule):
             "kernel_size": 31,
             "score_filter_size": 5,
             "pre_trained": False,
-            "max_epochs": 1,
         }
 
     @classmethod
@@ -246,20 +243,21 @@ class Dmp(AnomalibModule):
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        """``max_epochs`` from the constructor, no sanity validation, no gradient clipping."""
-        return {"max_epochs": self.max_epochs, "num_sanity_val_steps": 0, "gradient_clip_val": 0}
+        """No sanity validation, no gradient clipping; the training length is the trainer's."""
+        return {"num_sanity_val_steps": 0, "gradient_clip_val": 0}
 
     def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[torch.optim.lr_scheduler.LRScheduler]]:
         """Adam over the networks (and the ``"gradient"`` feature extractor), lr divided by 10 at each milestone."""
         parameters = [p for p in (*self.model.parameters(), *self.loss.parameters()) if p.requires_grad]
         optimizer = torch.optim.Adam(parameters, lr=self.learning_rate)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else self.max_epochs
+        epochs = epoch_budget(self.trainer)
         milestones = sorted({max(1, round(fraction * epochs)) for fraction in self.lr_milestones})
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
         return [optimizer], [scheduler]
 
     def on_fit_start(self) -> None:
         """Refuse an anomaly source folder that overlaps the datamodule's test split."""
+        super().on_fit_start()
         self.augmenter.check_disjoint_from(paths_of_test_split(self.trainer))
 
     def on_train_start(self) -> None:
@@ -271,6 +269,7 @@ class Dmp(AnomalibModule):
         Raises:
             ValueError: If the pre-processor normalises: reconstruction and synthesis work on ``[0, 1]`` images.
         """
+        super().on_train_start()
         if self.pre_processor and extract_transforms_by_type(self.pre_processor.transform, Normalize):
             msg = "Dmp's pre_processor must not contain Normalize: the model works on images in [0, 1]."
             raise ValueError(msg)
@@ -282,10 +281,8 @@ class Dmp(AnomalibModule):
         augmented, masks = self.augmenter(batch.image)
         reconstruction, logits = self.model(augmented)
         losses = self.loss(batch.image, reconstruction, masks, logits)
-        check_finite(losses, self.global_step)
-        terms = {f"train_{name}": value.detach() for name, value in losses.items() if name != "loss"}
-        self.log_dict(terms, on_epoch=True, batch_size=len(batch.image))
-        self.log("train_loss", losses["loss"].detach(), on_epoch=True, prog_bar=True, batch_size=len(batch.image))
+        terms = {name: value for name, value in losses.items() if name != "loss"}
+        self.log_train_losses(losses["loss"], terms, batch_size=len(batch.image))
         return {"loss": losses["loss"]}
 
     def on_train_batch_end(self, outputs: STEP_OUTPUT, batch: Batch, batch_idx: int) -> None:
@@ -308,6 +305,7 @@ class Dmp(AnomalibModule):
 
     def on_validation_start(self) -> None:
         """Validate with fused kernels (Lightning's return to training mode un-fuses them)."""
+        super().on_validation_start()
         self.reparameterize()
 
     def on_test_start(self) -> None:

@@ -4,7 +4,7 @@ Lv, Zhang, Shen, Zhang, "Unsupervised Automatic Defect Inspection based on Image
 One-class Classification", CVPR 2023 workshops. See README.md in this folder.
 """
 
-from .lightning_model import Locc, LoccPhase
+from .lightning_model import Locc
 from .torch_model import LoccModel
 
-__all__ = ["Locc", "LoccModel", "LoccPhase"]
+__all__ = ["Locc", "LoccModel"]

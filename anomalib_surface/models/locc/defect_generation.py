@@ -4,7 +4,7 @@ Regions are Perlin shapes (:func:`anomalib_surface.components.perlin_masks`) or 
 rectangles (:func:`rectangle_masks`). Foreign content, the opacity and the soft region edges come
 from the shared :class:`~anomalib_surface.components.SyntheticAnomalyGenerator`: foreign content is
 another training image of the batch (re-oriented and re-coloured) or an image of
-``foreign_source_path``. The global torch RNG drives all choices.
+``anomaly_source_path``. The global torch RNG drives all choices.
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ class DefectGenerator(nn.Module):
     (times ``U(0.2, 0.7)``), lightened (``x + (1 - x) · U(0.3, 0.7)``) or foreign content.
 
     Args:
-        foreign_source_path: Folder of foreign images; ``None`` uses other training images of the batch.
+        anomaly_source_path: Folder of foreign images; ``None`` uses other training images of the batch.
         probability: Fraction of images that receive a defect.
         mask_shape: ``"perlin"`` (irregular) or ``"rectangle"``.
     """
 
     def __init__(
         self,
-        foreign_source_path: str | Path | None = None,
+        anomaly_source_path: str | Path | None = None,
         probability: float = 0.5,
         mask_shape: str = "perlin",
     ) -> None:
@@ -65,7 +65,7 @@ class DefectGenerator(nn.Module):
             msg = f"mask_shape must be one of {MASK_SHAPES}, got {mask_shape!r}."
             raise ValueError(msg)
         self.mask_shape = mask_shape
-        self.synthesiser = SyntheticAnomalyGenerator(anomaly_source_path=foreign_source_path, probability=probability)
+        self.synthesiser = SyntheticAnomalyGenerator(anomaly_source_path=anomaly_source_path, probability=probability)
 
     def check_disjoint_from(self, test_image_paths: Iterable[str | Path]) -> None:
         """Refuse a foreign source folder that overlaps the test split (see ``SyntheticAnomalyGenerator``)."""

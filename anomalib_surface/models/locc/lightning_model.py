@@ -3,31 +3,31 @@
 Paper: Lv, Zhang, Shen, Zhang, "Unsupervised Automatic Defect Inspection based on Image Matching and
 Local One-class Classification", CVPR 2023 workshops.
 
-Training runs three phases inside one ``anomalib train`` (``max_epochs`` is set accordingly):
+Training runs three phases inside one ``anomalib train``; the trainer's epochs (``max_epochs``, or
+``max_steps`` in epochs) less the one-epoch centres pass are split by ``alignment_ratio``:
 
-1. ``align`` (``imm_epochs``, skipped when ``align=False``): the image matching module learns to warp
-   each training image onto a template drawn (seeded) from the training images; ``L_reg = MSE(I_M, I_T)``.
+1. ``alignment`` (skipped when ``align=False``): the image matching module learns to warp each training
+   image onto a template drawn (seeded) from the training images; ``L_reg = MSE(I_M, I_T)``.
 2. ``centres`` (one epoch): the local centres ``F_C`` are the mean reduced ``F_Mixed`` of the aligned
    training images, summed over all ranks under DDP (an image the sampler repeats counts once).
-3. ``localise`` (``alm_epochs``): ``N_M`` learns to map features to their centres (eq. 3), and, with
-   outlier exposure, generated defects at least ``margin`` away from them (eq. 5).
+3. ``localisation``: ``N_M`` learns to map features to their centres (eq. 3), and, with outlier exposure,
+   generated defects at least ``margin`` away from them (eq. 5).
 
-The phase is derived from the epoch and kept in the ``model.phase`` buffer, so it is in checkpoints.
+The phase is derived from the epoch and kept in the ``phase`` buffer, so it is in checkpoints.
 
 Example:
     >>> from anomalib.engine import Engine
     >>> from anomalib_surface.data import SurfaceDemo
     >>> from anomalib_surface.models.locc import Locc
-    >>> model = Locc(imm_epochs=20, alm_epochs=10)
-    >>> Engine().fit(model, datamodule=SurfaceDemo())  # doctest: +SKIP
+    >>> model = Locc(alignment_ratio=2 / 3)
+    >>> Engine(max_epochs=31).fit(model, datamodule=SurfaceDemo())  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -41,40 +41,26 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
-from anomalib_surface.components import (
-    UnseenImages,
-    allow_unused_parameters,
-    check_finite,
-    image_keys,
-    paths_of_test_split,
-    sum_over_processes,
-)
-from anomalib_surface.components.checks import require_int, require_number, require_unnormalised_inputs
+from anomalib_surface.components import UnseenImages, image_keys, paths_of_test_split, sum_over_processes
+from anomalib_surface.components.checks import require_number, require_unnormalised_inputs
+from anomalib_surface.components.phase_schedule import PhaseSchedule
+from anomalib_surface.components.surface_module import SurfaceModule
 from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
 from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
-from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_EPOCHS, MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
+from anomalib_surface.components.option_limits import MAX_LEARNING_RATE, MAX_WIDTH
 
 from .defect_generation import DefectGenerator
 from .loss import LocalCentreLoss
 from .torch_model import CENTER_MODES, LoccModel
 
-__all__ = ["Locc", "LoccPhase"]
+__all__ = ["Locc"]
 
 logger = logging.getLogger(__name__)
 
 
-class LoccPhase(IntEnum):
-    """Training phases of Locc, in order."""
-
-    ALIGN = 0
-    CENTRES = 1
-    LOCALISE = 2
-
-
 OPTION_RULES = {
     "align": Boolean(),
-    "imm_epochs": Integer(0, MAX_EPOCHS),
-    "imm_lr": Number(0.0, MAX_LEARNING_RATE),
+    "alignment_learning_rate": Number(0.0, MAX_LEARNING_RATE),
     "imm_channels": Items(Integer(1, MAX_WIDTH), min_length=1, max_length=8),
     "template_seed": Integer(0, 2**63 - 1),
     "backbone": Text(),
@@ -84,25 +70,26 @@ OPTION_RULES = {
     "hidden_dim": Integer(1, MAX_WIDTH),
     "center": Choice(CENTER_MODES),
     "projection_seed": Integer(0, 2**63 - 1),
-    "alm_epochs": Integer(1, MAX_EPOCHS),
-    "alm_lr": Number(0.0, MAX_LEARNING_RATE),
+    "learning_rate": Number(0.0, MAX_LEARNING_RATE),
     "outlier_exposure": Boolean(),
-    "defect_probability": Number(0.0, 1.0, strict=False),
+    "anomaly_probability": Number(0.0, 1.0, strict=False),
     "defect_shape": Choice(("perlin", "rectangle")),
-    "foreign_source_path": Optional(Text()),
+    "anomaly_source_path": Optional(Text()),
     "margin": Number(0.0, 10.0, strict=False),
+    "alignment_ratio": Number(0.0, 1.0, strict=False),
 }
 """Checks of every constructor option (types, ranges, finite values, bounds on structural sizes), at build and
 when ``load_from_checkpoint`` rebuilds the model from its saved hyper-parameters."""
 
 
-class Locc(AnomalibModule):
+class Locc(AnomalibModule, SurfaceModule):
     """Locc: spatial-transformer alignment + local one-class classification with outlier exposure.
 
     Args:
         align: Use the image matching module (IMM). ``False`` is the paper's "without IMM" ablation.
-        imm_epochs: Epochs of the alignment phase (paper: 500).
-        imm_lr: Adam learning rate of the IMM (paper: 2e-4).
+        alignment_ratio: Share of the trained epochs (all but the centres pass) spent aligning; the rest
+            trains ``N_M`` (paper: 500 alignment and 300 localisation epochs). Ignored without ``align``.
+        alignment_learning_rate: Adam learning rate of the IMM (paper: 2e-4).
         imm_channels: Widths of the stride-2 convolution blocks of the IMM's feature network ``N_P``.
         template_seed: Seed that picks the template ``I_T`` among the defect-free training images.
         backbone: timm backbone whose stages 1-3 form ``F_Mixed`` (paper: ResNet-18).
@@ -113,12 +100,11 @@ class Locc(AnomalibModule):
         center: ``"map"``: one centre per position (local one-class classification); ``"vector"``: one
             global centre (the paper's ablation).
         projection_seed: Seed of the random projection that reduces ``F_Mixed`` for the centres.
-        alm_epochs: Epochs of the localisation phase (paper: 300).
-        alm_lr: Adam learning rate of ``N_M`` (paper: 1e-3).
+        learning_rate: Adam learning rate of ``N_M`` (paper: 1e-3).
         outlier_exposure: Train with the defect generation module (DGM, eq. 5).
-        defect_probability: Fraction of training images that receive a generated defect.
+        anomaly_probability: Fraction of training images that receive a generated defect.
         defect_shape: ``"perlin"`` (irregular) or ``"rectangle"`` regions.
-        foreign_source_path: Folder of images for foreign-content defects; ``None`` uses other training
+        anomaly_source_path: Folder of images for foreign-content defects; ``None`` uses other training
             images. It must not overlap the test split.
         margin: ``δ`` of eq. 5.
         pre_processor: Pre-processor, or ``True`` for :meth:`configure_pre_processor`.
@@ -127,11 +113,15 @@ class Locc(AnomalibModule):
         visualizer: Visualizer, or ``True`` for the default.
     """
 
+    phases: ClassVar[tuple[str, ...]] = ("alignment", "centres", "localisation")
+    phase_buffer: ClassVar[str | None] = "phase"
+    training_set_state: ClassVar[tuple[str, ...]] = ("model.imm.template", "model.alm.centres")
+
     def __init__(
         self,
         align: bool = True,
-        imm_epochs: int = 500,
-        imm_lr: float = 2e-4,
+        alignment_ratio: float = 0.625,
+        alignment_learning_rate: float = 2e-4,
         imm_channels: Sequence[int] = (32, 64, 128, 128),
         template_seed: int = 0,
         backbone: str = "resnet18",
@@ -141,12 +131,11 @@ class Locc(AnomalibModule):
         hidden_dim: int = 256,
         center: str = "map",
         projection_seed: int = 0,
-        alm_epochs: int = 300,
-        alm_lr: float = 1e-3,
+        learning_rate: float = 1e-3,
         outlier_exposure: bool = True,
-        defect_probability: float = 0.5,
+        anomaly_probability: float = 0.5,
         defect_shape: str = "perlin",
-        foreign_source_path: str | None = None,
+        anomaly_source_path: str | None = None,
         margin: float = 0.1,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
@@ -160,18 +149,17 @@ class Locc(AnomalibModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        if align:
-            require_int("imm_epochs", imm_epochs, 1)
-        require_int("alm_epochs", alm_epochs, 1)
-        require_number("imm_lr", imm_lr)
-        require_number("alm_lr", alm_lr)
-        self.phase_epochs = {
-            LoccPhase.ALIGN: imm_epochs if align else 0,
-            LoccPhase.CENTRES: 1,
-            LoccPhase.LOCALISE: alm_epochs,
-        }
-        self.imm_lr = imm_lr
-        self.alm_lr = alm_lr
+        if align and not 0 < alignment_ratio < 1:
+            msg = f"alignment_ratio must be in (0, 1): both alignment and localisation train, got {alignment_ratio!r}."
+            raise ValueError(msg)
+        require_number("alignment_learning_rate", alignment_learning_rate)
+        require_number("learning_rate", learning_rate)
+        alignment_share = alignment_ratio if align else 0.0
+        self.set_phase_schedule(
+            PhaseSchedule({"alignment": alignment_share, "centres": None, "localisation": 1.0 - alignment_share}),
+        )
+        self.alignment_learning_rate = alignment_learning_rate
+        self.learning_rate = learning_rate
         self.template_seed = template_seed
         self.model = LoccModel(
             align=align,
@@ -186,7 +174,7 @@ class Locc(AnomalibModule):
         )
         self.loss = LocalCentreLoss(margin=margin)
         self.defect_generator = (
-            DefectGenerator(foreign_source_path, probability=defect_probability, mask_shape=defect_shape)
+            DefectGenerator(anomaly_source_path, probability=anomaly_probability, mask_shape=defect_shape)
             if outlier_exposure
             else None
         )
@@ -198,8 +186,6 @@ class Locc(AnomalibModule):
     def smoke_test_init_args(cls) -> dict[str, Any]:
         """Constructor arguments of a tiny, fast configuration for tests."""
         return {
-            "imm_epochs": 1,
-            "alm_epochs": 1,
             "imm_channels": (8, 16),
             "pre_trained": False,
             "feature_dim": 16,
@@ -218,27 +204,9 @@ class Locc(AnomalibModule):
         """
         return FiniteInputPreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]), nonfinite_inputs=nonfinite_inputs)
 
-    def phase_of_epoch(self, epoch: int) -> LoccPhase:
-        """Training phase of a (0-based) epoch."""
-        first_epoch = 0
-        for phase in LoccPhase:
-            first_epoch += self.phase_epochs[phase]
-            if epoch < first_epoch:
-                return phase
-        return LoccPhase.LOCALISE
-
-    @property
-    def phase(self) -> LoccPhase:
-        """Current training phase (the last one reached, once training is over)."""
-        return LoccPhase(int(self.model.phase))
-
-    def setup(self, stage: str) -> None:
-        """Let DDP accept the parameters that the current phase does not train (the IMM or ``N_M``)."""
-        del stage
-        allow_unused_parameters(self._trainer)
-
     def on_train_start(self) -> None:
         """Check the pre-processing, the foreign source folder, and draw the template on a fresh start."""
+        super().on_train_start()
         require_unnormalised_inputs(self.pre_processor, "Locc")
         if self.defect_generator is not None:
             self.defect_generator.check_disjoint_from(paths_of_test_split(self.trainer))
@@ -267,24 +235,22 @@ class Locc(AnomalibModule):
 
     def on_train_epoch_start(self) -> None:
         """Enter the phase of this epoch; reset the centre sums at the start of the centres phase."""
-        phase = self.phase_of_epoch(self.current_epoch)
-        self.model.phase.fill_(int(phase))
-        if phase == LoccPhase.CENTRES:
+        super().on_train_epoch_start()
+        if self.current_phase == "centres":
             self._centre_sum, self._centre_count = None, None
             self._centre_images = UnseenImages()
 
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """One step of the current phase; returns the loss of that phase."""
         del args, kwargs  # These variables are not used.
-        phase = self.phase
-        if phase == LoccPhase.CENTRES:
+        phase = self.current_phase
+        if phase == "centres":
             return {"loss": self._accumulate_centres(batch.image, image_keys(batch.image, batch.image_path))}
-        if phase == LoccPhase.ALIGN:
+        if phase == "alignment":
             name, loss = "registration_loss", self._registration_loss(batch.image)
         else:
             name, loss = "local_centre_loss", self._localisation_loss(batch.image)
-        check_finite({name: loss}, self.global_step)
-        self.log(f"train_{name}", loss.detach(), on_epoch=True, prog_bar=True, logger=True, batch_size=len(batch.image))
+        self.log_train_losses(loss, {name: loss}, batch_size=len(batch.image))
         return {"loss": loss}
 
     def _registration_loss(self, images: torch.Tensor) -> torch.Tensor:
@@ -322,8 +288,12 @@ class Locc(AnomalibModule):
 
     def on_train_epoch_end(self) -> None:
         """At the end of the centres phase, sum the centre statistics of all ranks and store the centres."""
-        if self.phase != LoccPhase.CENTRES:
-            return
+        if self.current_phase == "centres":
+            self._store_centres()
+        super().on_train_epoch_end()
+
+    def _store_centres(self) -> None:
+        """Centres = the centre sums of all ranks over their image counts."""
         if self._centre_sum is None:
             msg = "Locc's centre pass saw no training batch; check the training dataloader and limit_train_batches."
             raise RuntimeError(msg)
@@ -339,17 +309,19 @@ class Locc(AnomalibModule):
         return batch.update(**predictions._asdict())
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam with the IMM at ``imm_lr`` and ``N_M`` at ``alm_lr``; each phase only updates its own part."""
-        groups = [{"params": self.model.alm.mapper.parameters(), "lr": self.alm_lr}]
+        """Adam with ``N_M`` at ``learning_rate`` and the IMM at ``alignment_learning_rate``.
+
+        Each phase only updates its own part.
+        """
+        groups = [{"params": self.model.alm.mapper.parameters(), "lr": self.learning_rate}]
         if self.model.imm is not None:
-            groups.append({"params": self.model.imm.parameters(), "lr": self.imm_lr})
+            groups.append({"params": self.model.imm.parameters(), "lr": self.alignment_learning_rate})
         return torch.optim.Adam(groups)
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        """All phases in one run: ``max_epochs`` = alignment + 1 (centres) + localisation epochs."""
+        """No sanity validation, no gradient clipping; the training length is the trainer's."""
         return {
-            "max_epochs": sum(self.phase_epochs.values()),
             "num_sanity_val_steps": 0,
             "gradient_clip_val": 0,
         }

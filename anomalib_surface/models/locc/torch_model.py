@@ -262,7 +262,6 @@ class LoccModel(nn.Module):
             projection_seed=projection_seed,
         )
         self.anomaly_map_generator = AnomalyMapGenerator()
-        self.register_buffer("phase", torch.tensor(0))
 
     def align(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Aligned images ``[B, C, H, W]`` and transforms ``[B, 3]`` (``None`` and the input when ``align`` is off)."""

@@ -14,15 +14,15 @@ Example:
     >>> from anomalib.engine import Engine
     >>> from anomalib_surface.data import SurfaceDemo
     >>> from anomalib_surface.models.pgcn import Pgcn
-    >>> model = Pgcn(generator_epochs=50, comparator_epochs=25)
-    >>> Engine().fit(model, datamodule=SurfaceDemo(image_size=224))  # doctest: +SKIP
+    >>> model = Pgcn(generator_ratio=2 / 3)
+    >>> Engine(max_epochs=75).fit(model, datamodule=SurfaceDemo(image_size=224))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -36,17 +36,13 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
-from anomalib_surface.components import (
-    SyntheticAnomalyGenerator,
-    allow_unused_parameters,
-    broadcast_buffers,
-    check_finite,
-    paths_of_test_split,
-)
+from anomalib_surface.components import SyntheticAnomalyGenerator, paths_of_test_split
 from anomalib_surface.components.checks import require_int, require_number, require_unnormalised_inputs
+from anomalib_surface.components.phase_schedule import PhaseSchedule
+from anomalib_surface.components.surface_module import SurfaceModule
 from anomalib_surface.components.checks import Boolean, Integer, Items, Number, Optional, Text, check_options
 from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
-from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_EPOCHS, MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
+from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 
 from .batch_norm import PreciseBatchNorm
@@ -58,8 +54,6 @@ __all__ = ["Pgcn"]
 
 DEFAULT_IMAGE_SIZE = (224, 224)
 """224 / N=4 = 56 px patches: token grids 56, 28, 14, 7 fit Swin's 7x7 windows exactly (256 would not)."""
-GENERATOR_PHASE = 1
-COMPARATOR_PHASE = 2
 
 
 def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -83,28 +77,27 @@ OPTION_RULES = {
     "comparator_width": Integer(1, MAX_WIDTH),
     "comparator_hidden": Integer(1, MAX_WIDTH),
     "bidirectional": Boolean(),
-    "generator_epochs": Integer(1, MAX_EPOCHS),
-    "comparator_epochs": Integer(1, MAX_EPOCHS),
-    "generator_lr": Number(0.0, MAX_LEARNING_RATE),
-    "comparator_lr": Number(0.0, MAX_LEARNING_RATE),
+    "learning_rate": Number(0.0, MAX_LEARNING_RATE),
+    "comparator_learning_rate": Number(0.0, MAX_LEARNING_RATE),
     "triplets_per_image": Integer(1, 1024),
     "mask_loss_weight": Number(0.0, MAX_WEIGHT, strict=False),
     "anomaly_source_path": Optional(Text()),
     "anomaly_probability": Number(0.0, 1.0, strict=False),
     "recalibrate_batch_norm": Boolean(),
+    "generator_ratio": Number(0.0, 1.0, strict=False),
 }
 """Checks of every constructor option (types, ranges, finite values, bounds on structural sizes), at build and
 when ``load_from_checkpoint`` rebuilds the model from its saved hyper-parameters."""
 
 
-class Pgcn(AnomalibModule):
+class Pgcn(AnomalibModule, SurfaceModule):
     """PGCN: Swin pattern generator + pseudo-Siamese comparator, bidirectional inference.
 
-    Training runs two phases in one ``fit``: ``generator_epochs`` epochs of generator training (MSE on
-    random strips of three adjacent patches, both directions), then ``comparator_epochs`` epochs of
-    comparator training with the generator frozen (mask BCE + similarity hinge, see
-    :mod:`~anomalib_surface.models.pgcn.loss`). The current phase is the ``training_phase`` buffer (saved in
-    checkpoints) and follows the epoch, so a resumed run continues in the right phase.
+    Training runs two phases in one ``fit``, splitting the trainer's epochs (``max_epochs``, or ``max_steps``
+    in epochs) by ``generator_ratio``: ``generator`` (MSE of the generator on random strips of three adjacent
+    patches, both directions), then ``comparator`` (comparator training with the generator frozen: mask BCE +
+    similarity hinge, see :mod:`~anomalib_surface.models.pgcn.loss`). The current phase is the ``phase``
+    buffer (saved in checkpoints) and follows the epoch, so a resumed run continues in the right phase.
 
     The model is built for one input size (Swin attention windows depend on it): ``image_size``, or the
     pre-processor's resize when ``image_size`` is ``None``; the resolved size is saved in the
@@ -127,10 +120,10 @@ class Pgcn(AnomalibModule):
         comparator_hidden (int): Units of the comparator's first fully connected layer. Defaults to ``128``.
         bidirectional (bool): Intersect the left-to-right and right-to-left results (paper); ``False`` keeps
             left to right only. Defaults to ``True``.
-        generator_epochs (int): Epochs of phase 1. Defaults to ``100``.
-        comparator_epochs (int): Epochs of phase 2. Defaults to ``50``.
-        generator_lr (float): Adam learning rate of the generator. Defaults to ``1e-4``.
-        comparator_lr (float): Adam learning rate of the comparator. Defaults to ``1e-4``.
+        generator_ratio (float): Share of the training epochs spent in the generator phase, the rest in the
+            comparator phase (paper: 100 of 150 epochs). Defaults to ``2 / 3``.
+        learning_rate (float): Adam learning rate of the generator. Defaults to ``1e-4``.
+        comparator_learning_rate (float): Adam learning rate of the comparator. Defaults to ``1e-4``.
         triplets_per_image (int): Random three-patch strips drawn per training image and step. Defaults to ``8``.
         mask_loss_weight (float): Weight of the comparator's mask term. Defaults to ``1.0``.
         anomaly_source_path (str | Path | None): Folder of images filling the synthetic anomalies of phase 2
@@ -151,6 +144,9 @@ class Pgcn(AnomalibModule):
         visualizer (Visualizer | bool): Visualizer. Defaults to ``True``.
     """
 
+    phases: ClassVar[tuple[str, ...]] = ("generator", "comparator")
+    phase_buffer: ClassVar[str | None] = "phase"
+
     def __init__(
         self,
         image_size: int | Sequence[int] | None = None,
@@ -164,10 +160,9 @@ class Pgcn(AnomalibModule):
         comparator_width: int = 16,
         comparator_hidden: int = 128,
         bidirectional: bool = True,
-        generator_epochs: int = 100,
-        comparator_epochs: int = 50,
-        generator_lr: float = 1e-4,
-        comparator_lr: float = 1e-4,
+        generator_ratio: float = 2 / 3,
+        learning_rate: float = 1e-4,
+        comparator_learning_rate: float = 1e-4,
         triplets_per_image: int = 8,
         mask_loss_weight: float = 1.0,
         anomaly_source_path: str | Path | None = None,
@@ -191,8 +186,6 @@ class Pgcn(AnomalibModule):
         self.image_size = self._resolve_image_size(size)
         self.hparams["image_size"] = self.image_size
         for name, value in (
-            ("generator_epochs", generator_epochs),
-            ("comparator_epochs", comparator_epochs),
             ("triplets_per_image", triplets_per_image),
             ("patch_size", patch_size),
             ("window_size", window_size),
@@ -201,6 +194,12 @@ class Pgcn(AnomalibModule):
         ):
             require_int(name, value, 1)
         require_number("mask_loss_weight", mask_loss_weight, 0.0, strict=False)
+        require_number("learning_rate", learning_rate)
+        require_number("comparator_learning_rate", comparator_learning_rate)
+        if not 0 < generator_ratio < 1:
+            msg = f"generator_ratio must be in (0, 1): both phases train, got {generator_ratio!r}."
+            raise ValueError(msg)
+        self.set_phase_schedule(PhaseSchedule({"generator": generator_ratio, "comparator": 1 - generator_ratio}))
         self.model = PgcnModel(
             image_size=self.image_size,
             grid_size=grid_size,
@@ -219,14 +218,10 @@ class Pgcn(AnomalibModule):
             anomaly_source_path=anomaly_source_path,
             probability=anomaly_probability,
         )
-        self.generator_epochs = generator_epochs
-        self.comparator_epochs = comparator_epochs
-        self.generator_lr = generator_lr
-        self.comparator_lr = comparator_lr
+        self.learning_rate = learning_rate
+        self.comparator_learning_rate = comparator_learning_rate
         self.triplets_per_image = triplets_per_image
         self.comparator_batch_norm = PreciseBatchNorm(self.model.comparator) if recalibrate_batch_norm else None
-        self.register_buffer("training_phase", torch.tensor(GENERATOR_PHASE))
-        self.training_phase: torch.Tensor
 
     def _resolve_image_size(self, size: tuple[int, int] | None) -> tuple[int, int]:
         """The model's input size: ``image_size`` if given, else the pre-processor's; both must agree."""
@@ -241,7 +236,7 @@ class Pgcn(AnomalibModule):
 
     @classmethod
     def smoke_test_init_args(cls) -> dict[str, Any]:
-        """A tiny configuration for 64x64 images (16-px patches, one Swin block per stage, 1 epoch per phase)."""
+        """A tiny configuration for 64x64 images (16-px patches, one Swin block per stage)."""
         return {
             "image_size": (64, 64),
             "grid_size": 4,
@@ -252,8 +247,6 @@ class Pgcn(AnomalibModule):
             "window_size": 4,
             "comparator_width": 4,
             "comparator_hidden": 16,
-            "generator_epochs": 1,
-            "comparator_epochs": 1,
             "triplets_per_image": 2,
         }
 
@@ -271,10 +264,6 @@ class Pgcn(AnomalibModule):
         """anomalib's default image/pixel AUROC and F1, plus pixel precision, recall, accuracy, F1 and IoU."""
         return evaluator_with_pixel_segmentation()
 
-    @property
-    def phase(self) -> int:
-        """Current training phase: 1 (generator) or 2 (comparator)."""
-        return int(self.training_phase)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One Adam with a generator and a comparator parameter group.
@@ -283,17 +272,13 @@ class Pgcn(AnomalibModule):
         updates only the parameters that received gradients.
         """
         return torch.optim.Adam([
-            {"params": self.model.generator.parameters(), "lr": self.generator_lr},
-            {"params": self.model.comparator.parameters(), "lr": self.comparator_lr},
+            {"params": self.model.generator.parameters(), "lr": self.learning_rate},
+            {"params": self.model.comparator.parameters(), "lr": self.comparator_learning_rate},
         ])
-
-    def setup(self, stage: str) -> None:
-        """Let DDP accept the parameters of the network that the current phase does not train."""
-        del stage
-        allow_unused_parameters(self._trainer)
 
     def on_train_start(self) -> None:
         """Refuse normalising pre-processors and synthetic-anomaly sources that overlap the test split."""
+        super().on_train_start()
         require_unnormalised_inputs(self.pre_processor, "Pgcn")
         self.augmenter.check_disjoint_from(paths_of_test_split(self.trainer))
 
@@ -304,20 +289,13 @@ class Pgcn(AnomalibModule):
         the average over this epoch's batches, so training stopped after any epoch (or resumed within one)
         leaves statistics of recent weights.
         """
-        phase = GENERATOR_PHASE if self.current_epoch < self.generator_epochs else COMPARATOR_PHASE
-        self.training_phase.fill_(phase)
-        self.model.generator.requires_grad_(phase == GENERATOR_PHASE)
-        self.model.comparator.requires_grad_(phase == COMPARATOR_PHASE)
-        if phase == COMPARATOR_PHASE and self.comparator_batch_norm is not None:
+        super().on_train_epoch_start()
+        comparator_phase = self.current_phase == "comparator"
+        self.model.generator.requires_grad_(not comparator_phase)
+        self.model.comparator.requires_grad_(comparator_phase)
+        if comparator_phase and self.comparator_batch_norm is not None:
             self.comparator_batch_norm.start()
 
-    def on_train_epoch_end(self) -> None:
-        """Give every DDP rank rank 0's BatchNorm statistics, which Lightning saves in checkpoints.
-
-        DDP broadcasts rank 0's buffers before each training forward, but each rank's last batch still updates
-        its own copy afterwards.
-        """
-        broadcast_buffers(self.model.comparator)
 
     def on_train_end(self) -> None:
         """Restore the comparator's BatchNorm momenta (the recalibrated statistics are kept)."""
@@ -357,15 +335,13 @@ class Pgcn(AnomalibModule):
             NonFiniteLossError: If a loss term is NaN or infinite (names the term and the step).
         """
         del args, kwargs  # These variables are not used.
-        if self.phase == GENERATOR_PHASE:
+        if self.current_phase == "generator":
             terms = self.generator_step(batch.image)
             loss = terms["generator_mse"]
         else:
             terms = self.comparator_step(batch.image)
-            loss = terms["comparator_loss"]
-        check_finite(terms, self.global_step)
-        self.log_dict({f"train_{name}": value.detach() for name, value in terms.items()}, on_epoch=True, prog_bar=True)
-        self.log("train_phase", float(self.phase), on_epoch=True)
+            loss = terms.pop("comparator_loss")
+        self.log_train_losses(loss, terms, batch_size=len(batch.image))
         return {"loss": loss}
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
@@ -376,8 +352,8 @@ class Pgcn(AnomalibModule):
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        """Both phases in one fit (``max_epochs`` = their sum); no sanity validation."""
-        return {"max_epochs": self.generator_epochs + self.comparator_epochs, "num_sanity_val_steps": 0}
+        """No sanity validation; the training length is the trainer's."""
+        return {"num_sanity_val_steps": 0}
 
     @property
     def learning_type(self) -> LearningType:

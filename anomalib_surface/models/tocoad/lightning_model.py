@@ -1,28 +1,29 @@
 """ToCoAD: Two-Stage Contrastive Learning for Industrial Anomaly Detection.
 
-Liang et al., arXiv 2407.01312 (IEEE TIM 2025). Three stages in one ``anomalib train``:
+Liang et al., arXiv 2407.01312 (IEEE TIM 2025). Three stages (phases) in one ``anomalib train``; the
+trainer's epochs less the last one are split by ``discriminator_ratio``:
 
-1. ``stage1_epochs``: D learns to segment the synthetic anomalies of G on the features of the
+1. ``discriminator``: D learns to segment the synthetic anomalies of G on the features of the
    frozen pre-trained F (focal loss).
-2. ``stage2_epochs``: F is fine-tuned with SimSiam on two augmented views of the normal images plus
+2. ``fine_tune``: F is fine-tuned with SimSiam on two augmented views of the normal images plus
    negative guidance from the frozen D (patches D marks anomalous are pushed away from the normal
    features at the same place).
-3. One epoch: patch features of all training images (gathered over all DDP ranks) form a memory
-   bank, subsampled by greedy k-center coreset selection; images are scored PatchCore-style.
+3. ``memory_bank``, the last epoch: patch features of all training images (gathered over all DDP ranks)
+   form a memory bank, subsampled by greedy k-center coreset selection; images are scored PatchCore-style.
 
 Example:
     >>> from anomalib.engine import Engine
     >>> from anomalib_surface.data import SurfaceDemo
     >>> from anomalib_surface.models.tocoad import Tocoad
     >>> model = Tocoad(backbone="resnet18")
-    >>> Engine().fit(model, datamodule=SurfaceDemo())  # doctest: +SKIP
+    >>> Engine(max_epochs=21).fit(model, datamodule=SurfaceDemo())  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import kornia.augmentation as K  # noqa: N812
 import torch
@@ -39,16 +40,12 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torchvision.transforms.v2 import Normalize
 
-from anomalib_surface.components import (
-    allow_unused_parameters,
-    broadcast_buffers,
-    check_finite,
-    image_keys,
-    paths_of_test_split,
-)
+from anomalib_surface.components import image_keys, paths_of_test_split
+from anomalib_surface.components.phase_schedule import PhaseSchedule
+from anomalib_surface.components.surface_module import SurfaceModule
 from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
 from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
-from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_EPOCHS, MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
+from anomalib_surface.components.option_limits import MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
 
 from .anomaly_generator import RotatedAnomalyGenerator
 from .coreset import greedy_coreset
@@ -78,8 +75,6 @@ OPTION_RULES = {
     "layers": Items(Text(), min_length=1, max_length=8),
     "pre_trained": Boolean(),
     "weights_path": Optional(Text()),
-    "stage1_epochs": Integer(0, MAX_EPOCHS),
-    "stage2_epochs": Integer(0, MAX_EPOCHS),
     "coreset_sampling_ratio": Number(0.0, 1.0),
     "coreset_projection_dim": Integer(1, MAX_WIDTH),
     "num_neighbors": Integer(1, 1024),
@@ -97,12 +92,13 @@ OPTION_RULES = {
     "learning_rate": Number(0.0, MAX_LEARNING_RATE),
     "backbone_learning_rate": Number(0.0, MAX_LEARNING_RATE),
     "seed": Integer(0, 2**63 - 1),
+    "discriminator_ratio": Number(0.0, 1.0, strict=False),
 }
 """Checks of every constructor option (types, ranges, finite values, bounds on structural sizes), at build and
 when ``load_from_checkpoint`` rebuilds the model from its saved hyper-parameters."""
 
 
-class Tocoad(AnomalibModule):
+class Tocoad(AnomalibModule, SurfaceModule):
     """ToCoAD Lightning module (see the module docstring and the model README).
 
     Args:
@@ -110,8 +106,9 @@ class Tocoad(AnomalibModule):
         layers: Backbone stages whose locally aggregated features form the patch features.
         pre_trained: Load ImageNet weights of the backbone.
         weights_path: Local weights file of the backbone (no download).
-        stage1_epochs: Epochs of stage 1 (D on synthetic anomalies); 0 skips it.
-        stage2_epochs: Epochs of stage 2 (fine-tuning F); 0 gives the frozen-feature ablation.
+        discriminator_ratio: Share of the trained epochs (all but the last) spent in stage 1 (D on synthetic
+            anomalies), the rest in stage 2 (fine-tuning F); 0 skips stage 1, 1 skips stage 2 (the
+            frozen-feature ablation). Paper: 10 + 10 epochs.
         coreset_sampling_ratio: Fraction of the patch features kept in the memory bank.
         coreset_projection_dim: Random-projection dimension of the coreset selection (``None``: none).
         num_neighbors: Neighbours of PatchCore's image-score re-weighting.
@@ -135,14 +132,17 @@ class Tocoad(AnomalibModule):
         visualizer: Visualizer instance or flag to use the default.
     """
 
+    phases: ClassVar[tuple[str, ...]] = ("discriminator", "fine_tune", "memory_bank")
+    phase_buffer: ClassVar[str | None] = "phase"
+    training_set_state: ClassVar[tuple[str, ...]] = ("model.memory_bank",)
+
     def __init__(
         self,
         backbone: str = "wide_resnet50_2",
         layers: Sequence[str] = ("layer2", "layer3"),
         pre_trained: bool = True,
         weights_path: str | None = None,
-        stage1_epochs: int = 10,
-        stage2_epochs: int = 10,
+        discriminator_ratio: float = 0.5,
         coreset_sampling_ratio: float = 0.1,
         coreset_projection_dim: int | None = 128,
         num_neighbors: int = 9,
@@ -172,10 +172,16 @@ class Tocoad(AnomalibModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        for name, epochs in {"stage1_epochs": stage1_epochs, "stage2_epochs": stage2_epochs}.items():
-            if not isinstance(epochs, int) or epochs < 0:
-                msg = f"{name} must be an integer >= 0, got {epochs!r}."
-                raise ValueError(msg)
+        if not 0.0 <= discriminator_ratio <= 1.0:
+            msg = f"discriminator_ratio must be in [0, 1], got {discriminator_ratio!r}."
+            raise ValueError(msg)
+        self.set_phase_schedule(
+            PhaseSchedule({
+                "discriminator": discriminator_ratio,
+                "fine_tune": 1.0 - discriminator_ratio,
+                "memory_bank": None,
+            }),
+        )
         if not 0.0 < coreset_sampling_ratio <= 1.0:
             msg = f"coreset_sampling_ratio must be in (0, 1], got {coreset_sampling_ratio}."
             raise ValueError(msg)
@@ -213,8 +219,6 @@ class Tocoad(AnomalibModule):
         self.focal_loss = FocalLoss(alpha=focal_alpha, gamma=focal_gamma)
         self.simsiam_loss = SimSiamLoss()
         self.negative_loss = NegativeGuidanceLoss(margin=negative_margin)
-        self.stage1_epochs = stage1_epochs
-        self.stage2_epochs = stage2_epochs
         self.coreset_sampling_ratio = coreset_sampling_ratio
         self.coreset_projection_dim = coreset_projection_dim
         self.negative_weight = negative_weight
@@ -241,12 +245,10 @@ class Tocoad(AnomalibModule):
 
     @classmethod
     def smoke_test_init_args(cls) -> dict[str, Any]:
-        """Constructor arguments of a tiny, fast configuration (CPU, random weights, one epoch per stage)."""
+        """Constructor arguments of a tiny, fast configuration (CPU, random weights)."""
         return {
             "backbone": "resnet18",
             "pre_trained": False,
-            "stage1_epochs": 1,
-            "stage2_epochs": 1,
             "discriminator_channels": 16,
             "projector_dim": 32,
             "predictor_hidden_dim": 8,
@@ -254,20 +256,14 @@ class Tocoad(AnomalibModule):
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        """All three stages in one run; validate only once the memory bank exists (last epoch)."""
-        total_epochs = self.stage1_epochs + self.stage2_epochs + 1
-        return {"max_epochs": total_epochs, "check_val_every_n_epoch": total_epochs, "num_sanity_val_steps": 0}
+        """No sanity validation (there is no memory bank before the last epoch)."""
+        return {"num_sanity_val_steps": 0}
 
     @property
     def learning_type(self) -> LearningType:
         """ToCoAD trains on normal images only."""
         return LearningType.ONE_CLASS
 
-    def stage_for_epoch(self, epoch: int) -> int:
-        """Training stage (1, 2 or 3) of a zero-based ``epoch``."""
-        if epoch < self.stage1_epochs:
-            return 1
-        return 2 if epoch < self.stage1_epochs + self.stage2_epochs else 3
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One Adam over all stages; parameters without a gradient in a stage are left untouched by Adam."""
@@ -278,40 +274,39 @@ class Tocoad(AnomalibModule):
             {"params": self.model.feature_extractor.parameters(), "lr": self.backbone_learning_rate},
         ])
 
-    def setup(self, stage: str) -> None:
-        """Let DDP accept parameters without gradients (each stage trains only some of them)."""
-        del stage
-        allow_unused_parameters(self._trainer)
-
     def on_fit_start(self) -> None:
         """Refuse an anomaly source folder that overlaps the test images."""
+        super().on_fit_start()
         self.generator.paste.check_disjoint_from(paths_of_test_split(self.trainer))
+
+    def on_train_start(self) -> None:
+        """Plan the stages; validate only after the last epoch, once the memory bank exists."""
+        super().on_train_start()
+        # Lightning reads this attribute at every epoch end; earlier epochs have no bank to score against.
+        self.trainer.check_val_every_n_epoch = self.epochs_planned
 
     def on_train_epoch_start(self) -> None:
         """Enter the stage of the current epoch (also right after resuming from a checkpoint)."""
-        stage = self.stage_for_epoch(self.current_epoch)
-        if stage != int(self.model.stage):
-            logger.info("Tocoad: entering stage %d at epoch %d.", stage, self.current_epoch)
-        self.model.stage.fill_(stage)
+        super().on_train_epoch_start()
+        self.model.discriminator_frozen = self.current_phase != "discriminator"
         self.model.train()
-        self._bank_pending = stage == 3
+        self._bank_pending = self.current_phase == "memory_bank"
 
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Stage 1: train D; stage 2: fine-tune F; stage 3: collect patch features for the memory bank."""
         del args, kwargs
-        stage = int(self.model.stage)
-        if stage == 3:
+        if self.current_phase == "memory_bank":
             self._collect_features(batch)
             return None
         images = self._to_unit_range(batch.image)
-        losses = self._discriminator_losses(images) if stage == 1 else self._fine_tuning_losses(images)
-        check_finite(losses, self.global_step)
+        discriminator_stage = self.current_phase == "discriminator"
+        losses = self._discriminator_losses(images) if discriminator_stage else self._fine_tuning_losses(images)
         loss = torch.stack(list(losses.values())).sum()
+        self.log_train_losses(loss, losses, batch_size=len(images))
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
-        self.log_dict({f"train_{name}": value.detach() for name, value in losses.items()}, prog_bar=True)
         return {"loss": loss.detach()}
 
     def _discriminator_losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -347,15 +342,12 @@ class Tocoad(AnomalibModule):
     def on_validation_start(self) -> None:
         """Build the memory bank before the validation that closes stage 3."""
         self._fit_memory_bank()
+        super().on_validation_start()
 
     def on_train_epoch_end(self) -> None:
-        """Build the memory bank at the end of stage 3 when no validation ran; align the ranks' buffers.
-
-        With manual optimisation DDP does not broadcast buffers, so without the broadcast each rank would
-        keep the BatchNorm statistics of its own batches.
-        """
+        """Build the memory bank at the end of stage 3 when no validation ran; align the ranks' buffers."""
         self._fit_memory_bank()
-        broadcast_buffers(self.model)
+        super().on_train_epoch_end()
 
     def _fit_memory_bank(self) -> None:
         """Gather all ranks' patch features, subsample them by coreset selection and store the bank."""

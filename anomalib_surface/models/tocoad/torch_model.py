@@ -139,14 +139,14 @@ class TocoadModel(DynamicBufferMixin, nn.Module):
 
         self.memory_bank: torch.Tensor
         self.register_buffer("memory_bank", torch.empty(0))
-        self.stage: torch.Tensor
-        self.register_buffer("stage", torch.tensor(1))
+        self.discriminator_frozen = False
+        """Whether D is frozen (from stage 2 on); set by the Lightning module at each epoch start."""
 
     def train(self, mode: bool = True) -> TocoadModel:
         """Set training mode, keeping the backbone (always) and the frozen D (stage >= 2) in eval mode."""
         super().train(mode)
         self.feature_extractor.eval()
-        if int(self.stage) >= 2:
+        if self.discriminator_frozen:
             self.discriminator.eval()
         return self
 
@@ -179,7 +179,7 @@ class TocoadModel(DynamicBufferMixin, nn.Module):
             Training: the embedding. Eval: ``InferenceBatch(pred_score=[B], anomaly_map=[B, 1, H, W])``.
 
         Raises:
-            ValueError: In eval mode, if the memory bank has not been built (training did not reach stage 3).
+            ValueError: In eval mode, if the memory bank has not been built (training did not reach its pass).
         """
         self.input_requirement.check_batch(images)
         if self.training:
@@ -188,8 +188,8 @@ class TocoadModel(DynamicBufferMixin, nn.Module):
         embedding = self.embed(images)
         if self.memory_bank.numel() == 0:
             msg = (
-                f"The memory bank is empty (training stopped in stage {int(self.stage)}): train Tocoad through "
-                "stage 3 before validation, test, prediction or export."
+                "The memory bank is empty: train Tocoad through its memory-bank pass (the last epoch of training) "
+                "before validation, test, prediction or export."
             )
             raise ValueError(msg)
         batch_size, channels, height, width = embedding.shape

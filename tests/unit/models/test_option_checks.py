@@ -27,13 +27,15 @@ def test_every_option_has_a_rule(name: str) -> None:
 BAD = [
     ("Clgan", {"sigma": math.nan}, "sigma must be a finite number"),
     ("Clgan", {"ngf": 10**6}, r"ngf must be an integer in \[1, 8192\], got 1000000"),
-    ("Clgan", {"max_epochs": 2.5}, "max_epochs must be an integer"),
-    ("Dmp", {"max_epochs": 2.5}, "max_epochs must be an integer"),
+    ("Clgan", {"learning_rate": math.inf}, "learning_rate must be a finite number"),
+    ("Tocoad", {"discriminator_ratio": 1.5}, r"discriminator_ratio must be a finite number >= 0.0 and <= 1.0"),
     ("Dmp", {"kernel_size": 10**6}, r"kernel_size must be an integer in \[1, 255\]"),
     ("Tocoad", {"seed": "abc"}, "seed must be an integer"),
     ("Tocoad", {"coreset_projection_dim": 2.5}, "coreset_projection_dim must be an integer"),
-    ("Pgcn", {"generator_lr": -1}, "generator_lr must be a finite number > 0.0"),
-    ("Locc", {"defect_probability": 1.5}, r"defect_probability must be a finite number >= 0.0 and <= 1.0"),
+    ("Pgcn", {"learning_rate": -1}, "learning_rate must be a finite number > 0.0"),
+    ("Pgcn", {"generator_ratio": math.nan}, "generator_ratio must be a finite number"),
+    ("Locc", {"anomaly_probability": 1.5}, r"anomaly_probability must be a finite number >= 0.0 and <= 1.0"),
+    ("Locc", {"alignment_ratio": -0.5}, r"alignment_ratio must be a finite number >= 0.0 and <= 1.0"),
 ]
 
 

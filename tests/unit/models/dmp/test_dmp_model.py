@@ -1,6 +1,7 @@
 """Dmp: large-kernel re-parameterisation, feature extractors, losses, training and ONNX export."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import onnx
 import onnxruntime as ort
@@ -233,19 +234,26 @@ def test_onnx_export_uses_the_reparameterized_network(tmp_path: Path) -> None:
 def test_training_starts_with_unfused_networks_in_training_mode() -> None:
     module = Dmp(**Dmp.smoke_test_init_args())
     module.reparameterize()  # e.g. after an export
+    module.trainer = SimpleNamespace(max_epochs=1, max_steps=-1)
     module.on_train_start()
     assert module.model.training
     assert not any(block.reparameterized for block in module.model.modules() if isinstance(block, ReparamLargeKernelConv))
     assert not module.loss.feature_consistency.extractor.training
 
 
-def test_trainer_arguments_and_lr_schedule() -> None:
-    module = Dmp(**{**Dmp.smoke_test_init_args(), "max_epochs": 7})
-    assert module.trainer_arguments["max_epochs"] == 7
-    module.trainer = type("Trainer", (), {"max_epochs": 700})()
+def test_lr_schedule_follows_the_trainer_budget() -> None:
+    module = Dmp(**Dmp.smoke_test_init_args())
+    assert "max_epochs" not in module.trainer_arguments  # the training length is the trainer's
+    module.trainer = SimpleNamespace(max_epochs=700, max_steps=-1)
     _, (scheduler,) = module.configure_optimizers()
     assert sorted(scheduler.milestones) == [400, 600]
     assert scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    # A step budget: 70 steps of 10 batches are 7 epochs, milestones at 4/7 and 6/7 of them.
+    module.trainer = SimpleNamespace(
+        max_epochs=-1, max_steps=70, estimated_stepping_batches=70, num_training_batches=10, accumulate_grad_batches=1,
+    )
+    _, (scheduler,) = module.configure_optimizers()
+    assert sorted(scheduler.milestones) == [4, 6]
 
 
 @pytest.mark.parametrize(

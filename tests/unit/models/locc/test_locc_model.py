@@ -19,7 +19,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib_surface.components import NonFiniteLossError
 from anomalib_surface.data import SurfaceDemo
 from anomalib_surface.data.surface_demo import make_surface_demo
-from anomalib_surface.models.locc import Locc, LoccModel, LoccPhase
+from anomalib_surface.models.locc import Locc, LoccModel
 
 CONFIG = Path(__file__).parents[4] / "configs" / "model" / "locc.yaml"
 SIZE = 64
@@ -52,14 +52,15 @@ class TwoRankStrategy:
 def test_locc_is_a_direct_anomalib_module_with_documented_defaults() -> None:
     assert AnomalibModule in Locc.__bases__
     defaults = {name: p.default for name, p in inspect.signature(Locc).parameters.items()}
-    assert defaults["imm_epochs"] == 500 and defaults["alm_epochs"] == 300
-    assert defaults["imm_lr"] == 2e-4 and defaults["alm_lr"] == 1e-3 and defaults["margin"] == 0.1
+    assert defaults["alignment_ratio"] == 500 / 800  # 500 alignment, then 300 localisation epochs
+    assert defaults["alignment_learning_rate"] == 2e-4 and defaults["learning_rate"] == 1e-3
+    assert defaults["margin"] == 0.1
     assert defaults["pre_trained"] is True
 
 
 def test_config_lists_every_option_with_its_default() -> None:
     config = yaml.safe_load(CONFIG.read_text())["model"]
-    assert config["class_path"] == "Locc"
+    assert config["class_path"] == "anomalib_surface.models.Locc"
     parameters = inspect.signature(Locc).parameters
     components = {"pre_processor", "post_processor", "evaluator", "visualizer"}
     options = {name for name in parameters if name not in components}
@@ -74,9 +75,10 @@ def test_config_lists_every_option_with_its_default() -> None:
     [
         ({"center": "grid"}, "center"),
         ({"defect_shape": "circle"}, "mask_shape"),
-        ({"imm_epochs": 0}, "imm_epochs"),
-        ({"alm_epochs": 0}, "alm_epochs"),
-        ({"alm_lr": 0.0}, "alm_lr"),
+        ({"alignment_ratio": 1.0}, "alignment_ratio"),
+        ({"alignment_ratio": 0.0}, "alignment_ratio"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"alignment_learning_rate": -1.0}, "alignment_learning_rate"),
         ({"feature_dim": 1000}, "feature_dim"),
         ({"margin": 2.0}, "margin"),
         ({"imm_channels": ()}, "imm_channels"),
@@ -89,20 +91,19 @@ def test_invalid_options_are_rejected(overrides: dict, match: str) -> None:
 
 def test_foreign_source_folder_must_exist(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="anomaly_source_path"):
-        tiny_locc(foreign_source_path=str(tmp_path / "missing"))
+        tiny_locc(anomaly_source_path=str(tmp_path / "missing"))
 
 
-def test_phases_and_max_epochs() -> None:
-    model = tiny_locc(imm_epochs=2, alm_epochs=3)
-    assert model.trainer_arguments["max_epochs"] == 6
+def test_phases_split_the_trainer_budget() -> None:
+    model = tiny_locc(alignment_ratio=0.4)
+    assert "max_epochs" not in model.trainer_arguments  # the training length is the trainer's
     assert model.trainer_arguments["num_sanity_val_steps"] == 0
-    phases = [model.phase_of_epoch(epoch) for epoch in range(6)]
-    assert phases == [LoccPhase.ALIGN] * 2 + [LoccPhase.CENTRES] + [LoccPhase.LOCALISE] * 3
+    assert model.phase_schedule.epochs(6) == {"alignment": 2, "centres": 1, "localisation": 3}
+    assert model.phase_schedule.epochs(801) == {"alignment": 320, "centres": 1, "localisation": 480}
 
-    unaligned = tiny_locc(align=False, imm_epochs=0, alm_epochs=3)
+    unaligned = tiny_locc(align=False)
     assert unaligned.model.imm is None
-    assert unaligned.trainer_arguments["max_epochs"] == 4
-    assert [unaligned.phase_of_epoch(epoch) for epoch in range(4)] == [LoccPhase.CENTRES] + [LoccPhase.LOCALISE] * 3
+    assert unaligned.phase_schedule.epochs(4) == {"alignment": 0, "centres": 1, "localisation": 3}
 
 
 @pytest.mark.parametrize(("center", "grid"), [("map", (16, 16)), ("vector", (1, 1))])
@@ -118,9 +119,10 @@ def test_centres_are_summed_over_all_ranks(center: str, grid: tuple[int, int]) -
         local = model.model.alm.reduce(model.model.alm.mixed_features(aligned))
     other_sum, other_count = torch.randn(local.shape[1:]), 6.0
     model.trainer = SimpleNamespace(current_epoch=1, world_size=2, strategy=TwoRankStrategy(other_sum, other_count))
+    model.epochs_planned = 3  # alignment, centres, localisation
 
     model.on_train_epoch_start()
-    assert model.phase == LoccPhase.CENTRES
+    assert model.current_phase == "centres"
     keys = torch.arange(len(images))
     for half, half_keys in [*zip(images.split(2), keys.split(2), strict=True), (images[:1], keys[:1])]:
         loss = model._accumulate_centres(half, half_keys)  # noqa: SLF001
@@ -136,7 +138,7 @@ def test_centres_are_summed_over_all_ranks(center: str, grid: tuple[int, int]) -
 
 def test_phase_losses_train_only_their_own_module() -> None:
     torch.manual_seed(0)
-    model = tiny_locc(defect_probability=1.0)
+    model = tiny_locc(anomaly_probability=1.0)
     images = torch.rand(2, 3, SIZE, SIZE)
     model.model.imm.set_template(images[0])
 
@@ -175,6 +177,7 @@ def test_non_finite_loss_stops_training() -> None:
     model = tiny_locc()
     model.model.imm.set_template(torch.rand(3, SIZE, SIZE))
     model.trainer = SimpleNamespace(current_epoch=0, global_step=7)
+    model.epochs_planned = 3  # set by on_train_start: alignment, centres, localisation
     model.on_train_epoch_start()
     with pytest.raises(NonFiniteLossError, match="registration_loss"):
         model.training_step(ImageBatch(image=torch.full((2, 3, SIZE, SIZE), float("nan"))))
@@ -183,9 +186,10 @@ def test_non_finite_loss_stops_training() -> None:
 def test_foreign_source_overlapping_the_test_split_is_refused(tmp_path: Path) -> None:
     (tmp_path / "test").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "test" / "1.png")
-    model = tiny_locc(foreign_source_path=str(tmp_path))
+    model = tiny_locc(anomaly_source_path=str(tmp_path))
     samples = pd.DataFrame({"image_path": [str(tmp_path / "test" / "1.png")]})
-    model.trainer = SimpleNamespace(datamodule=SimpleNamespace(test_data=SimpleNamespace(samples=samples)))
+    test_data = SimpleNamespace(samples=samples)
+    model.trainer = SimpleNamespace(max_epochs=3, max_steps=-1, datamodule=SimpleNamespace(test_data=test_data))
     with pytest.raises(ValueError, match="overlaps the test split"):
         model.on_train_start()
 
@@ -202,11 +206,13 @@ def test_engine_trains_all_phases_and_reloads_from_checkpoint(tmp_path: Path) ->
     )
     datamodule = SurfaceDemo(root=root, category="brick", train_batch_size=4, eval_batch_size=4, num_workers=0)
     model = tiny_locc()
-    engine = Engine(accelerator="cpu", devices=1, default_root_dir=tmp_path, logger=False, limit_val_batches=1)
+    engine = Engine(
+        accelerator="cpu", devices=1, max_epochs=3, default_root_dir=tmp_path, logger=False, limit_val_batches=1,
+    )
     engine.fit(model, datamodule=datamodule)
 
-    assert engine.trainer.current_epoch == 3  # align, centres, localise
-    assert model.phase == LoccPhase.LOCALISE
+    assert engine.trainer.current_epoch == 3  # alignment, centres, localisation
+    assert model.current_phase == "localisation"
     assert model.model.alm.centres.shape == (16, SIZE // 4, SIZE // 4)
     assert model.model.alm.centres.abs().sum() > 0
     training_images = torch.stack([datamodule.train_data[i].image for i in range(len(datamodule.train_data))])
@@ -215,7 +221,7 @@ def test_engine_trains_all_phases_and_reloads_from_checkpoint(tmp_path: Path) ->
     assert torch.isclose(training_images, template).flatten(1).all(1).any()  # one of the training images
 
     reloaded = Locc.load_from_checkpoint(engine.trainer.checkpoint_callback.best_model_path)
-    assert reloaded.phase == LoccPhase.LOCALISE
+    assert reloaded.current_phase == "localisation"
     images = torch.rand(2, 3, SIZE, SIZE)
     with torch.no_grad():
         expected, actual = model.eval().model(images), reloaded.eval().model(images)

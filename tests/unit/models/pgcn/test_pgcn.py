@@ -177,8 +177,10 @@ def test_image_size_validation_names_image_size_and_grid() -> None:
         Pgcn(**{**Pgcn.smoke_test_init_args(), "num_heads": (1, 1)})
     with pytest.raises(ValueError, match="differs from the pre-processor's output size"):
         Pgcn(**Pgcn.smoke_test_init_args(), pre_processor=Pgcn.configure_pre_processor((96, 96)))
-    with pytest.raises(ValueError, match="comparator_epochs must be an integer >= 1"):
-        Pgcn(**{**Pgcn.smoke_test_init_args(), "comparator_epochs": 0})
+    with pytest.raises(ValueError, match=r"generator_ratio must be in \(0, 1\)"):
+        Pgcn(**{**Pgcn.smoke_test_init_args(), "generator_ratio": 1.0})
+    with pytest.raises(ValueError, match="comparator_learning_rate must be a number > 0"):
+        Pgcn(**{**Pgcn.smoke_test_init_args(), "comparator_learning_rate": 0.0})
 
 
 def test_image_size_comes_from_the_pre_processor() -> None:
@@ -186,12 +188,12 @@ def test_image_size_comes_from_the_pre_processor() -> None:
     model = Pgcn(**args, pre_processor=Pgcn.configure_pre_processor((64, 128)))
     assert model.model.image_size == (64, 128)
     assert model.hparams["image_size"] == (64, 128)  # so load_from_checkpoint rebuilds the same model
-    assert model.trainer_arguments == {"max_epochs": 2, "num_sanity_val_steps": 0}
+    assert model.trainer_arguments == {"num_sanity_val_steps": 0}  # the training length is the trainer's
 
 
 def test_config_lists_every_option_with_its_default() -> None:
     config = yaml.safe_load(CONFIG.read_text())["model"]
-    assert config["class_path"] == "Pgcn"
+    assert config["class_path"] == "anomalib_surface.models.Pgcn"
     defaults = {
         name: parameter.default
         for name, parameter in inspect.signature(Pgcn.__init__).parameters.items()
@@ -217,8 +219,8 @@ class GeneratorSnapshot(Callback):
             self.comparator = {k: v.clone() for k, v in pl_module.model.comparator.state_dict().items()}
 
 
-def _fit(model: Pgcn, tmp_path: Path, callback: Callback, train_batch_size: int = 4) -> Engine:
-    """Fit ``model`` on four 64x64 demo images, without validation."""
+def _fit(model: Pgcn, tmp_path: Path, callback: Callback, train_batch_size: int = 4, max_epochs: int = 2) -> Engine:
+    """Fit ``model`` for ``max_epochs`` on four 64x64 demo images, without validation."""
     datamodule = SurfaceDemo(
         root=tmp_path / "demo",
         category="brick",
@@ -233,6 +235,7 @@ def _fit(model: Pgcn, tmp_path: Path, callback: Callback, train_batch_size: int 
     engine = Engine(
         accelerator="cpu",
         devices=1,
+        max_epochs=max_epochs,
         default_root_dir=tmp_path,
         limit_val_batches=0,
         logger=False,
@@ -249,7 +252,7 @@ def test_two_phases_in_one_fit_and_checkpoint(tmp_path: Path) -> None:
     snapshot = GeneratorSnapshot()
     engine = _fit(model, tmp_path, snapshot)
     assert engine.trainer.current_epoch == 2
-    assert model.phase == 2
+    assert model.current_phase == "comparator"
     generator, comparator = model.model.generator.state_dict(), model.model.comparator.state_dict()
     assert all(torch.equal(generator[name], value) for name, value in snapshot.generator.items())  # frozen in phase 2
     assert not all(torch.equal(comparator[name], value) for name, value in snapshot.comparator.items())  # trained
@@ -257,7 +260,7 @@ def test_two_phases_in_one_fit_and_checkpoint(tmp_path: Path) -> None:
     checkpoint = tmp_path / "pgcn.ckpt"
     engine.trainer.save_checkpoint(checkpoint)
     reloaded = Pgcn.load_from_checkpoint(checkpoint, map_location="cpu")
-    assert reloaded.phase == 2
+    assert reloaded.current_phase == "comparator"
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         expected, actual = model.eval().model(images), reloaded.eval().model(images)
@@ -285,10 +288,10 @@ class BatchNormInputs(Callback):
 def test_comparator_batch_norm_statistics_are_those_of_the_last_epoch(tmp_path: Path, recalibrate: bool) -> None:
     """Regression: the moving average left eval-mode comparator logits unrelated to train mode (chance AUROC)."""
     torch.manual_seed(0)
-    args = {**Pgcn.smoke_test_init_args(), "comparator_epochs": 2, "recalibrate_batch_norm": recalibrate}
+    args = {**Pgcn.smoke_test_init_args(), "generator_ratio": 1 / 3, "recalibrate_batch_norm": recalibrate}
     model = Pgcn(**args, evaluator=False, visualizer=False)
     inputs = BatchNormInputs()
-    _fit(model, tmp_path, inputs, train_batch_size=2)  # two steps per epoch
+    _fit(model, tmp_path, inputs, train_batch_size=2, max_epochs=3)  # one generator, two comparator epochs
     modules = model.model.comparator.named_modules()
     norms = {name: module for name, module in modules if isinstance(module, torch.nn.BatchNorm2d)}
     assert inputs.epoch.keys() == norms.keys()

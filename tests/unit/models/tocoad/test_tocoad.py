@@ -90,13 +90,13 @@ class StageRecorder(Callback):
     """Record the stage of every training epoch and the discriminator weights at each epoch end."""
 
     def __init__(self) -> None:
-        self.stages: list[int] = []
+        self.stages: list[str] = []
         self.discriminator: list[torch.Tensor] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Tocoad, batch: object, batch_idx: int) -> None:
         del trainer, batch
         if batch_idx == 0:  # after Tocoad.on_train_epoch_start has set the stage
-            self.stages.append(int(pl_module.model.stage))
+            self.stages.append(pl_module.current_phase)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Tocoad) -> None:
         del trainer
@@ -115,18 +115,19 @@ def test_resume_from_a_mid_training_checkpoint_continues_in_the_right_stage(tmp_
     L.seed_everything(0)
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1, save_on_train_epoch_end=True)
     first = tiny_model()
-    Engine(accelerator="cpu", default_root_dir=tmp_path, logger=False, callbacks=[checkpoints]).fit(first, datamodule=datamodule)
+    engine = Engine(accelerator="cpu", max_epochs=3, default_root_dir=tmp_path, logger=False, callbacks=[checkpoints])
+    engine.fit(first, datamodule=datamodule)
     stage1_checkpoint = tmp_path / "ckpt" / "epoch=0.ckpt"
     state = torch.load(stage1_checkpoint, weights_only=False)["state_dict"]
-    assert int(state["model.stage"]) == 1
+    assert Tocoad.phases[int(state[Tocoad.phase_buffer])] == "discriminator"
     assert state["model.memory_bank"].numel() == 0
 
     recorder = StageRecorder()
     resumed = tiny_model()
-    engine = Engine(accelerator="cpu", default_root_dir=tmp_path / "resumed", logger=False, callbacks=[recorder])
+    engine = Engine(accelerator="cpu", max_epochs=3, default_root_dir=tmp_path / "resumed", logger=False, callbacks=[recorder])
     engine.fit(resumed, datamodule=datamodule, ckpt_path=stage1_checkpoint)
-    assert recorder.stages == [2, 3]  # stage 1 is not repeated
-    assert int(resumed.model.stage) == 3
+    assert recorder.stages == ["fine_tune", "memory_bank"]  # stage 1 is not repeated
+    assert resumed.current_phase == "memory_bank"
     # D stays frozen in stages 2 and 3, F is fine-tuned in stage 2.
     discriminator_at_checkpoint = torch.cat([state[f"model.discriminator.{k}"].flatten() for k in resumed.model.discriminator.state_dict()])
     assert torch.equal(recorder.discriminator[0], discriminator_at_checkpoint)
@@ -149,17 +150,28 @@ def test_eval_before_stage_3_explains_the_empty_bank() -> None:
         model(torch.rand(1, 3, 64, 64))
 
 
-def test_trainer_arguments_cover_all_stages() -> None:
-    model = tiny_model(stage1_epochs=2, stage2_epochs=3)
-    assert model.trainer_arguments["max_epochs"] == 6
-    assert [model.stage_for_epoch(epoch) for epoch in range(6)] == [1, 1, 2, 2, 2, 3]
-    assert tiny_model(stage1_epochs=0, stage2_epochs=0).stage_for_epoch(0) == 3
+def test_stages_split_the_trainer_budget() -> None:
+    model = tiny_model(discriminator_ratio=0.4)
+    assert "max_epochs" not in model.trainer_arguments  # the training length is the trainer's
+    assert model.phase_schedule.epochs(6) == {"discriminator": 2, "fine_tune": 3, "memory_bank": 1}
+    assert [model.phase_schedule.phase_of_epoch(epoch, 6) for epoch in range(6)] == [0, 0, 1, 1, 1, 2]
+    frozen_features = tiny_model(discriminator_ratio=1.0).phase_schedule.epochs(4)  # the stage-2-off ablation
+    assert frozen_features == {"discriminator": 3, "fine_tune": 0, "memory_bank": 1}
+
+
+def test_a_step_budget_ends_with_the_memory_bank(tmp_path: Path, datamodule: SurfaceDemo) -> None:
+    """``max_steps`` is converted to epochs; the memory-bank pass takes no optimiser step and ends the run."""
+    model = tiny_model()
+    engine = Engine(accelerator="cpu", max_steps=5, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    engine.fit(model, datamodule=datamodule)  # 2 steps per epoch: ceil(5 / 2) = 3 epochs, one per stage
+    assert (engine.trainer.current_epoch, engine.trainer.global_step) == (3, 4)
+    assert model.current_phase == "memory_bank" and model.model.memory_bank.numel() > 0
 
 
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("stage1_epochs", -1),
+        ("discriminator_ratio", -0.1),
         ("coreset_sampling_ratio", 0.0),
         ("nn_index", "lsh"),
         ("focal_alpha", 1.5),
@@ -176,7 +188,7 @@ def test_bad_options_raise_clear_errors(option: str, value: object) -> None:
 
 def test_config_lists_every_option_with_its_default() -> None:
     config = yaml.safe_load(CONFIG.read_text())["model"]
-    assert config["class_path"] == "Tocoad"
+    assert config["class_path"] == "anomalib_surface.models.Tocoad"
     defaults = {
         name: parameter.default
         for name, parameter in inspect.signature(Tocoad.__init__).parameters.items()
