@@ -34,6 +34,7 @@ from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torchmetrics.classification import BinaryAUROC
 from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_surface.components import (
@@ -48,7 +49,9 @@ from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 
 from .batch_norm import PreciseBatchNorm
 from .loss import ComparatorLoss
+from .pairs import comparator_pairs
 from .patches import sample_triplets
+from .pretrain import load_generator_weights
 from .torch_model import PgcnModel
 
 __all__ = ["Pgcn"]
@@ -98,11 +101,23 @@ class Pgcn(AnomalibModule):
         comparator_hidden (int): Units of the comparator's first fully connected layer. Defaults to ``128``.
         bidirectional (bool): Intersect the left-to-right and right-to-left results (paper); ``False`` keeps
             left to right only. Defaults to ``True``.
+        scan (str): ``"raster"``: the grid is one raster-order sequence of patches (paper's Fig. 4), so both
+            directions exist for all patches but the first and last two; ``"row"``: every row on its own, both
+            directions exist in columns ``2 .. N-3`` only (none at ``N = 4``). Defaults to ``"raster"``.
+        generator_weights_path (str | Path | None): Generator weights from
+            ``python -m anomalib_surface.models.pgcn.pretrain`` (pretrained on a pool of other patterns, the
+            stand-in for the paper's ImageNet + own data), loaded before training; phase 1 then fine-tunes
+            them. ``None`` starts from random weights. Defaults to ``None``.
         generator_epochs (int): Epochs of phase 1. Defaults to ``100``.
         comparator_epochs (int): Epochs of phase 2. Defaults to ``50``.
         generator_lr (float): Adam learning rate of the generator. Defaults to ``1e-4``.
         comparator_lr (float): Adam learning rate of the comparator. Defaults to ``1e-4``.
         triplets_per_image (int): Random three-patch strips drawn per training image and step. Defaults to ``8``.
+        wrong_prediction_probability (float): Chance that a defect-free comparator strip becomes a
+            wrong-prediction pair (a prediction from another strip's context against the clean real patch;
+            see :mod:`~anomalib_surface.models.pgcn.pairs`). Defaults to ``0.25``.
+        min_visible_change (float): Least fraction of a patch that visibly changed for a mismatching pair to
+            be used (less visible synthetic defects are dropped). Defaults to ``0.05``.
         mask_loss_weight (float): Weight of the comparator's mask term. Defaults to ``1.0``.
         anomaly_source_path (str | Path | None): Folder of images filling the synthetic anomalies of phase 2
             (e.g. DTD); ``None`` fills them from other training images. Defaults to ``None``.
@@ -135,11 +150,15 @@ class Pgcn(AnomalibModule):
         comparator_width: int = 16,
         comparator_hidden: int = 128,
         bidirectional: bool = True,
+        scan: str = "raster",
+        generator_weights_path: str | Path | None = None,
         generator_epochs: int = 100,
         comparator_epochs: int = 50,
         generator_lr: float = 1e-4,
         comparator_lr: float = 1e-4,
         triplets_per_image: int = 8,
+        wrong_prediction_probability: float = 0.25,
+        min_visible_change: float = 0.05,
         mask_loss_weight: float = 1.0,
         anomaly_source_path: str | Path | None = None,
         anomaly_probability: float = 0.75,
@@ -171,6 +190,13 @@ class Pgcn(AnomalibModule):
         ):
             require_int(name, value, 1)
         require_number("mask_loss_weight", mask_loss_weight, 0.0, strict=False)
+        for name, value in (
+            ("wrong_prediction_probability", wrong_prediction_probability),
+            ("min_visible_change", min_visible_change),
+        ):
+            if require_number(name, value, 0.0, strict=False) > 1:
+                msg = f"{name} must be a fraction in [0, 1], got {value!r}."
+                raise ValueError(msg)
         self.model = PgcnModel(
             image_size=self.image_size,
             grid_size=grid_size,
@@ -183,7 +209,10 @@ class Pgcn(AnomalibModule):
             comparator_width=comparator_width,
             comparator_hidden=comparator_hidden,
             bidirectional=bidirectional,
+            scan=scan,
         )
+        if generator_weights_path is not None:
+            load_generator_weights(self.model.generator, generator_weights_path)
         self.loss = ComparatorLoss(mask_weight=mask_loss_weight)
         self.augmenter = SyntheticAnomalyGenerator(
             anomaly_source_path=anomaly_source_path,
@@ -194,6 +223,9 @@ class Pgcn(AnomalibModule):
         self.generator_lr = generator_lr
         self.comparator_lr = comparator_lr
         self.triplets_per_image = triplets_per_image
+        self.wrong_prediction_probability = wrong_prediction_probability
+        self.min_visible_change = min_visible_change
+        self.generator_gate = BinaryAUROC()
         self.comparator_batch_norm = PreciseBatchNorm(self.model.comparator) if recalibrate_batch_norm else None
         self.register_buffer("training_phase", torch.tensor(GENERATOR_PHASE))
         self.training_phase: torch.Tensor
@@ -297,23 +329,34 @@ class Pgcn(AnomalibModule):
         return {"generator_mse": F.mse_loss(generated, strips[:, 2])}
 
     def comparator_step(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Phase 2: comparator loss on strips whose last patch may carry a synthetic anomaly.
+        """Phase 2: comparator loss on defect, wrong-prediction and matching pairs (:mod:`.pairs`).
 
         The first two patches of a strip come from the clean image and feed the frozen generator; the
-        third comes from the same image with synthetic anomalies, whose mask gives the targets.
+        third comes from the same image with synthetic anomalies. The generator gate (patch AUROC of
+        ``mean |generated - real|`` alone, defect pairs against matching pairs) is updated on the way:
+        it says whether the generator's predictions separate defects before any comparator is involved.
         """
         channels = images.shape[1]
         augmented, masks = self.augmenter(images)
         stacked = torch.cat([images, augmented, masks], dim=1)
         strips = sample_triplets(stacked, self.model.patch_hw, self.triplets_per_image)
-        with torch.no_grad():
-            generated = self.model.generator(strips[:, 0, :channels], strips[:, 1, :channels])
-        real, real_masks = strips[:, 2, channels : 2 * channels], strips[:, 2, 2 * channels :]
-        terms = self.loss(*self.model.comparator(generated, real), real_masks)
+        pairs = comparator_pairs(
+            self.model.generator,
+            strips[:, :, :channels],
+            strips[:, 2, channels : 2 * channels],
+            strips[:, 2, 2 * channels :],
+            self.wrong_prediction_probability,
+            self.min_visible_change,
+        )
+        gate = pairs.kind < 2  # noqa: PLR2004 - defect (1) and matching (0) pairs
+        if gate.any():
+            errors = (pairs.generated[gate] - pairs.real[gate]).abs().flatten(1).mean(dim=1)
+            self.generator_gate.update(errors, pairs.kind[gate])
+        terms = self.loss(*self.model.comparator(pairs.generated, pairs.real), pairs.masks)
         return {
             "comparator_loss": terms["loss"],
             "comparator_mask_bce": terms["mask"],
-            "comparator_hinge": terms["hinge"],
+            "comparator_match_bce": terms["match"],
         }
 
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
@@ -331,6 +374,8 @@ class Pgcn(AnomalibModule):
             loss = terms["comparator_loss"]
         check_finite(terms, self.global_step)
         self.log_dict({f"train_{name}": value.detach() for name, value in terms.items()}, on_epoch=True, prog_bar=True)
+        if self.phase == COMPARATOR_PHASE:
+            self.log("train_generator_gate_auroc", self.generator_gate, on_step=False, on_epoch=True)
         self.log("train_phase", float(self.phase), on_epoch=True)
         return {"loss": loss}
 

@@ -23,7 +23,7 @@ from anomalib_surface.components.intersection import intersect_predictions
 from .anomaly_map import complete_directions, patch_masks_to_map
 from .comparator import COMPARATOR_DOWNSAMPLING, PatternComparator
 from .generator import PatternGenerator
-from .patches import directional_triplets, split_patches
+from .patches import check_scan_order, directional_triplets, mirror, scan_sequence, split_patches
 
 __all__ = ["PgcnModel", "validate_patch_grid", "validate_swin_options"]
 
@@ -108,11 +108,13 @@ def validate_swin_options(grid_size: int, embed_dim: int, depths: Sequence[int],
 class PgcnModel(nn.Module):
     """PGCN: pattern generation and comparison over an ``N x N`` patch grid, in both row directions.
 
-    Every patch with two preceding neighbours in a direction is predicted by the generator from
-    them (real patches as inputs, so each prediction is independent) and compared with the real
-    patch. The first two patches of a row going left to right (the last two going right to left)
-    take the other direction's result. A patch's anomaly score is the probability that prediction
-    and patch do not match; its map is the comparator's difference mask, upsampled to the patch.
+    The grid is scanned row by row (``scan="row"``) or as one raster-order sequence (``scan="raster"``,
+    the paper's Fig. 4). Every patch with two preceding neighbours in a direction is predicted by the
+    generator from them (real patches as inputs, so each prediction is independent; right-to-left
+    triplets mirrored) and compared with the real patch. The first two patches of a sequence going left
+    to right (the last two going right to left) take the other direction's result. A patch's anomaly
+    score is the probability that prediction and patch do not match; its map is the comparator's
+    difference mask, upsampled to the patch.
     With ``bidirectional=True`` scores and maps are the minimum of the two directions
     (``C_i = LC_i ∩ RC_i``, :func:`~anomalib_surface.components.intersection.intersect_predictions`),
     otherwise the left-to-right ones. The image score is the maximum patch score.
@@ -129,6 +131,8 @@ class PgcnModel(nn.Module):
         comparator_width: Channels of the comparator's first block.
         comparator_hidden: Units of the comparator's first fully connected layer.
         bidirectional: Intersect both directions in ``forward``.
+        scan: ``"raster"`` (the grid as one sequence: both directions exist for all patches but four) or
+            ``"row"`` (every row on its own: both directions exist in columns ``2 .. N-3`` only).
     """
 
     def __init__(
@@ -144,9 +148,12 @@ class PgcnModel(nn.Module):
         comparator_width: int = 16,
         comparator_hidden: int = 128,
         bidirectional: bool = True,
+        scan: str = "raster",
     ) -> None:
         super().__init__()
         validate_swin_options(grid_size, embed_dim, depths, num_heads)
+        check_scan_order(scan)
+        self.scan = scan
         self.image_size = tuple(image_size)
         self.grid_size = grid_size
         self.patch_hw = validate_patch_grid(self.image_size, grid_size, patch_size, window_size, len(depths))
@@ -172,15 +179,23 @@ class PgcnModel(nn.Module):
         if tuple(images.shape[-2:]) != self.image_size:
             msg = f"PGCN was built for {self.image_size} images, got {tuple(images.shape[-2:])}."
             raise ValueError(msg)
-        far, near, target = directional_triplets(split_patches(images, self.grid_size))
+        far, near, target = directional_triplets(scan_sequence(split_patches(images, self.grid_size), self.scan))
         layout = far.shape[:4]
         generated = self.generator(far.flatten(0, 3), near.flatten(0, 3))
         match_logits, mask_logits = self.comparator(generated, target.flatten(0, 3))
-        scores = complete_directions(torch.sigmoid(-match_logits).reshape(layout))
-        masks = complete_directions(torch.sigmoid(mask_logits).reshape(*layout, *mask_logits.shape[1:]))
+        masks = torch.sigmoid(mask_logits).reshape(*layout, *mask_logits.shape[1:])
+        masks = torch.stack([masks[0], mirror(masks[1])])  # right-to-left masks back to the image's orientation
+        grid = (images.shape[0], self.grid_size, self.grid_size)
         return tuple(
-            InferenceBatch(pred_score=score, anomaly_map=patch_masks_to_map(mask, self.patch_hw))
-            for score, mask in zip(scores, masks, strict=True)
+            InferenceBatch(
+                pred_score=score.reshape(grid),
+                anomaly_map=patch_masks_to_map(mask.reshape(*grid, *mask.shape[3:]), self.patch_hw),
+            )
+            for score, mask in zip(
+                complete_directions(torch.sigmoid(-match_logits).reshape(layout)),
+                complete_directions(masks),
+                strict=True,
+            )
         )
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
