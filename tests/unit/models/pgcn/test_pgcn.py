@@ -300,6 +300,7 @@ def test_two_phases_in_one_fit_and_checkpoint(tmp_path: Path) -> None:
     generator, comparator = model.model.generator.state_dict(), model.model.comparator.state_dict()
     assert all(torch.equal(generator[name], value) for name, value in snapshot.generator.items())  # frozen in phase 2
     assert not all(torch.equal(comparator[name], value) for name, value in snapshot.comparator.items())  # trained
+    assert 0 <= engine.trainer.callback_metrics["train_generator_gate_auroc"] <= 1  # the gate, logged in phase 2
 
     checkpoint = tmp_path / "pgcn.ckpt"
     engine.trainer.save_checkpoint(checkpoint)
@@ -349,3 +350,27 @@ def test_comparator_batch_norm_statistics_are_those_of_the_last_epoch(tmp_path: 
         assert last_epoch_average == recalibrate, name
         # recalibrated: counted since the last epoch began; moving average: over both comparator epochs
         assert norm.num_batches_tracked == len(calls) * (1 if recalibrate else 2), name
+
+
+def test_pretrained_generator_weights_load_into_pgcn(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from anomalib_surface.models.pgcn.pretrain import main as pretrain
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    stripes = (127 + 120 * torch.sin(torch.arange(64) * 0.8)).to(torch.uint8).expand(64, 64)
+    for index in range(4):
+        Image.fromarray(stripes.roll(index, 1).numpy()).convert("RGB").save(pool / f"{index}.png")
+    weights = tmp_path / "generator.pt"
+    tiny = ["--patch-size", "2", "--embed-dim", "8", "--depths", "1", "1", "1", "1", "--num-heads", "1", "1", "2", "2",
+            "--window-size", "4"]  # Pgcn.smoke_test_init_args's generator
+    report = pretrain(["--folder", str(pool), "--output", str(weights), "--steps", "3", "--batch-size", "4",
+                       "--image-size", "64", "--strips-per-image", "4", *tiny])
+    assert report["cached_strips"] == 3 * 4
+    assert {"auroc", "defective", "clean"} <= report["gate_after"].keys()
+    model = Pgcn(**Pgcn.smoke_test_init_args(), generator_weights_path=weights)
+    saved = torch.load(weights, weights_only=True)["state_dict"]
+    assert all(torch.equal(model.model.generator.state_dict()[name], value) for name, value in saved.items())
+    with pytest.raises(ValueError, match="generator.pt' does not fit"):
+        Pgcn(**{**Pgcn.smoke_test_init_args(), "embed_dim": 4}, generator_weights_path=weights)
