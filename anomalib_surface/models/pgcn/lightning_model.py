@@ -208,7 +208,7 @@ class Pgcn(AnomalibModule):
             mlp_ratio=mlp_ratio,
             comparator_width=comparator_width,
             comparator_hidden=comparator_hidden,
-            bidirectional=bidirectional,
+            direction="both" if bidirectional else "left_to_right",
             scan=scan,
         )
         if generator_weights_path is not None:

@@ -25,7 +25,10 @@ from .comparator import COMPARATOR_DOWNSAMPLING, PatternComparator
 from .generator import PatternGenerator
 from .patches import check_scan_order, directional_triplets, mirror, scan_sequence, split_patches
 
-__all__ = ["PgcnModel", "validate_patch_grid", "validate_swin_options"]
+__all__ = ["DIRECTIONS", "PgcnModel", "validate_patch_grid", "validate_swin_options"]
+
+DIRECTIONS = ("both", "left_to_right", "right_to_left")
+"""What :meth:`PgcnModel.forward` returns: the intersection of both directions, or one direction alone."""
 
 
 def _valid_side(side: int, patch_size: int, window_size: int, num_stages: int) -> bool:
@@ -115,9 +118,9 @@ class PgcnModel(nn.Module):
     to right (the last two going right to left) take the other direction's result. A patch's anomaly
     score is the probability that prediction and patch do not match; its map is the comparator's
     difference mask, upsampled to the patch.
-    With ``bidirectional=True`` scores and maps are the minimum of the two directions
+    With ``direction="both"`` scores and maps are the minimum of the two directions
     (``C_i = LC_i ∩ RC_i``, :func:`~anomalib_surface.components.intersection.intersect_predictions`),
-    otherwise the left-to-right ones. The image score is the maximum patch score.
+    otherwise those of the one direction. The image score is the maximum patch score.
 
     Args:
         image_size: Input ``(H, W)``; ``H / N`` and ``W / N`` must pass :func:`validate_patch_grid`.
@@ -130,7 +133,8 @@ class PgcnModel(nn.Module):
         mlp_ratio: Hidden width of the Swin and head MLPs relative to their input.
         comparator_width: Channels of the comparator's first block.
         comparator_hidden: Units of the comparator's first fully connected layer.
-        bidirectional: Intersect both directions in ``forward``.
+        direction: One of :data:`DIRECTIONS`, what ``forward`` returns (an attribute that may be changed
+            after training, e.g. to compare the directions).
         scan: ``"raster"`` (the grid as one sequence: both directions exist for all patches but four) or
             ``"row"`` (every row on its own: both directions exist in columns ``2 .. N-3`` only).
     """
@@ -147,7 +151,7 @@ class PgcnModel(nn.Module):
         mlp_ratio: float = 4.0,
         comparator_width: int = 16,
         comparator_hidden: int = 128,
-        bidirectional: bool = True,
+        direction: str = "both",
         scan: str = "raster",
     ) -> None:
         super().__init__()
@@ -157,7 +161,10 @@ class PgcnModel(nn.Module):
         self.image_size = tuple(image_size)
         self.grid_size = grid_size
         self.patch_hw = validate_patch_grid(self.image_size, grid_size, patch_size, window_size, len(depths))
-        self.bidirectional = bidirectional
+        if direction not in DIRECTIONS:
+            msg = f"direction must be one of {DIRECTIONS}, got {direction!r}."
+            raise ValueError(msg)
+        self.direction = direction
         self.generator = PatternGenerator(
             self.patch_hw,
             patch_size,
@@ -168,6 +175,12 @@ class PgcnModel(nn.Module):
             mlp_ratio=mlp_ratio,
         )
         self.comparator = PatternComparator(self.patch_hw, width=comparator_width, hidden=comparator_hidden)
+
+    @property
+    def bidirectional(self) -> bool:
+        """Whether ``forward`` already intersects both directions (the directional-model protocol of
+        :class:`~anomalib_surface.post_processing.bidirectional.BidirectionalIntersection`)."""
+        return self.direction == "both"
 
     def forward_directional(self, images: torch.Tensor) -> tuple[InferenceBatch, InferenceBatch]:
         """Left-to-right and right-to-left predictions of ``[B, 3, H, W]`` images in ``[0, 1]``.
@@ -201,6 +214,7 @@ class PgcnModel(nn.Module):
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Image scores ``[B]`` and anomaly maps ``[B, 1, H, W]`` of ``[B, 3, H, W]`` images in ``[0, 1]``."""
         left, right = self.forward_directional(images)
-        if self.bidirectional:
+        if self.direction == "both":
             return intersect_predictions(left, right)
-        return InferenceBatch(pred_score=left.pred_score.flatten(1).amax(dim=1), anomaly_map=left.anomaly_map)
+        single = left if self.direction == "left_to_right" else right
+        return InferenceBatch(pred_score=single.pred_score.flatten(1).amax(dim=1), anomaly_map=single.anomaly_map)

@@ -196,8 +196,10 @@ def test_bidirectional_forward_is_the_intersection_of_both_directions() -> None:
     with torch.no_grad():
         left, right = model.forward_directional(images)
         both = model(images)
-        model.bidirectional = False
+        model.direction = "left_to_right"
         single = model(images)
+        model.direction = "right_to_left"
+        reverse = model(images)
     assert left.pred_score.shape == (2, 4, 4)
     assert left.anomaly_map.shape == (2, 1, 64, 64)
     # raster order: only the first two patches (left to right) and the last two (right to left) lack a direction
@@ -211,6 +213,7 @@ def test_bidirectional_forward_is_the_intersection_of_both_directions() -> None:
     assert torch.equal(both.pred_score, torch.minimum(left.pred_score, right.pred_score).amax(dim=(1, 2)))
     assert torch.equal(single.anomaly_map, left.anomaly_map)
     assert torch.equal(single.pred_score, left.pred_score.amax(dim=(1, 2)))
+    assert torch.equal(reverse.anomaly_map, right.anomaly_map)
     with pytest.raises(ValueError, match=r"built for \(64, 64\) images, got \(32, 32\)"):
         model(torch.rand(1, 3, 32, 32))
 
