@@ -1,14 +1,19 @@
-"""Pgcn vs Patchcore across texture patterns, and BidirectionalIntersection on vs off (issue 7).
+"""Pgcn vs Patchcore across texture patterns, and the bidirectional intersection on vs off (issues 7, 20).
 
-The PGCN paper trains on one cloth pattern and tests on another: pattern generation predicts a patch from its
-neighbours, so it should not depend on which pattern it saw, whereas a memory bank only knows the patches of its
-training pattern. This study fits each model once per training pattern and seed, then tests the fitted model on
-every pattern (the training one: *same pattern*; the others: *cross pattern*), each with and without
-:class:`~anomalib_surface.post_processing.BidirectionalIntersection`:
+The PGCN paper (Table 2) trains on one cloth pattern and tests on another: pattern generation predicts a patch
+from its neighbours, so it should not depend on which pattern it saw, whereas a memory bank only knows the patches
+of its training pattern. This study fits each model once per training pattern and seed, then tests the fitted model
+on every pattern (the training one: *same pattern*; the others: *cross pattern*), in several variants:
 
-- Pgcn is built with ``bidirectional=False`` (left-to-right only); the post-processor intersects its two
-  directional predictions, which equals ``bidirectional=True`` (the paper's ``C_i = LC_i ∩ RC_i``);
-- Patchcore gets the flip test-time augmentation (``flip="horizontal"``).
+- Pgcn: the intersection of both directions (the paper's ``C_i = LC_i ∩ RC_i``), left to right alone and right
+  to left alone (the torch model's ``direction``), plus how often the two directions disagree (patches where
+  both exist whose mismatch probabilities fall on different sides of 0.5);
+- Patchcore: plain, and with :class:`~anomalib_surface.post_processing.BidirectionalIntersection` (flip
+  test-time augmentation, ``flip="horizontal"``).
+
+The summary gives paired differences (same seed, training and test pattern) with 95 % t confidence intervals:
+each model's drop from same to cross pattern, Pgcn's drop minus Patchcore's (the paper's claim: clearly
+positive, Pgcn loses much less), and Pgcn's intersection minus its left-to-right direction.
 
 The data is a TextureFolder collection (``--root``/``--material``; default: SurfaceDemo's brick, grass and gravel
 as the patterns of one material). Before every test the post-processor is calibrated on the tested pattern's
@@ -16,6 +21,9 @@ validation set (anomalib's normalisation and F1-adaptive thresholds; SurfaceDemo
 in every other table here): thresholds calibrated on the training pattern would saturate anomalib's clamped
 normalisation on other patterns and distort AUROC/AUPRO. Pixel F1/IoU are therefore optimistic, like all
 SurfaceDemo figures; AUROC, AUPRO and AP do not depend on the threshold.
+
+Budgets are epochs (``--epochs``, ``--pgcn-epochs GENERATOR COMPARATOR``); ``--generator-weights`` starts Pgcn
+from a generator pretrained on a pool without the tested patterns (``python -m anomalib_surface.models.pgcn.pretrain``).
 
 Run: ``python -m benchmarks.pgcn_study [--patterns brick grass gravel] [--seeds 0 1 2] [--image-size 128]``.
 Output (``--output``, default ``benchmarks/output/pgcn_study``): ``results.md`` (also printed), ``results.csv``,
@@ -27,7 +35,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import math
 import shlex
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,19 +53,48 @@ INTERSECTION = {
     "class_path": "anomalib_surface.post_processing.BidirectionalIntersection",
     "init_args": {"flip": "horizontal"},
 }
-VARIANTS = {"": PLAIN, " + BidirectionalIntersection": INTERSECTION}
-"""Row-name suffix and post-processor of each test of a fitted model."""
 SUMMARY_KEYS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "pixel_AP", "pixel_F1", "pixel_IoU")
+CLAIM_KEYS = ("image_AUROC", "pixel_AUROC")
+"""The paper's Table 2 metrics, of which paired differences are reported."""
 
 
-def study_entries(pre_trained: bool, pgcn_epochs: tuple[int, int] | None = None) -> list[Entry]:
-    """Pgcn in its demo preset with one inference direction, and Patchcore, on the shared backbone.
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One test of a fitted model: row-name suffix, post-processor and (Pgcn) the torch model's ``direction``."""
 
-    ``pgcn_epochs`` replaces the preset's generator and comparator epochs.
+    suffix: str
+    post_processor: dict[str, Any]
+    direction: str | None = None
+
+
+INTERSECTED = " (intersection)"
+LEFT_TO_RIGHT = " left to right"
+VARIANTS = {
+    "Pgcn": (
+        Variant(INTERSECTED, PLAIN, "both"),
+        Variant(LEFT_TO_RIGHT, PLAIN, "left_to_right"),
+        Variant(" right to left", PLAIN, "right_to_left"),
+    ),
+    "Patchcore": (Variant("", PLAIN), Variant(" + BidirectionalIntersection", INTERSECTION)),
+}
+"""The tests of each fitted model."""
+
+
+def study_entries(
+    pre_trained: bool,
+    pgcn_epochs: tuple[int, int] | None = None,
+    generator_weights: str | None = None,
+) -> list[Entry]:
+    """Pgcn in its demo preset and Patchcore, on the shared backbone.
+
+    ``pgcn_epochs`` replaces the preset's generator and comparator epochs; ``generator_weights`` is Pgcn's
+    ``generator_weights_path``.
     """
     (pgcn,) = [entry for entry in plugin_entries(pre_trained) if entry.model == "Pgcn"]
-    epochs = dict(zip(("generator_epochs", "comparator_epochs"), pgcn_epochs, strict=True)) if pgcn_epochs else {}
-    pgcn = dataclasses.replace(pgcn, init_args={**pgcn.init_args, "bidirectional": False, **epochs})
+    options = dict(zip(("generator_epochs", "comparator_epochs"), pgcn_epochs, strict=True)) if pgcn_epochs else {}
+    if generator_weights:
+        options["generator_weights_path"] = generator_weights
+    pgcn = dataclasses.replace(pgcn, init_args={**pgcn.init_args, **options})
     return [pgcn, *[entry for entry in baselines(pre_trained) if entry.model == "Patchcore"]]
 
 
@@ -83,30 +122,59 @@ def fit(entry: Entry, args: argparse.Namespace, pattern: str) -> AnomalibModule:
     return model
 
 
-def evaluate(model: AnomalibModule, post_processor: dict[str, Any], args: argparse.Namespace, category: str) -> dict[str, float]:
-    """Metrics of a fitted ``model`` with ``post_processor`` calibrated on and applied to ``category``'s test set."""
+def direction_disagreement(model: AnomalibModule, datamodule: Any) -> float:  # noqa: ANN401
+    """Fraction of patches with both directions whose left-to-right and right-to-left decisions differ.
+
+    A direction calls a patch anomalous when its mismatch probability exceeds 0.5 (the comparator's own
+    decision); patches only one direction predicts are left out. Measured on ``datamodule``'s test images.
+    """
+    import torch
+
+    from anomalib_surface.models.pgcn.patches import scan_sequence
+
+    torch_model = model.model.eval()
+    differ, total = 0, 0
+    with torch.no_grad():
+        for batch in datamodule.test_dataloader():
+            images = model.pre_processor.transform(batch.image.to(model.device))
+            left, right = torch_model.forward_directional(images)
+            decisions = [scan_sequence(result.pred_score > 0.5, torch_model.scan)[:, :, 2:-2] for result in (left, right)]  # noqa: PLR2004
+            differ += int((decisions[0] != decisions[1]).sum())
+            total += decisions[0].numel()
+    return differ / max(total, 1)
+
+
+def evaluate(model: AnomalibModule, variant: Variant, args: argparse.Namespace, category: str) -> dict[str, float]:
+    """Metrics of a fitted ``model`` in ``variant``, its post-processor calibrated on and applied to ``category``'s test set."""
     from anomalib.engine import Engine
 
-    model.post_processor = instantiate_post_processor(post_processor)
+    model.post_processor = instantiate_post_processor(variant.post_processor)
+    if variant.direction is not None:
+        model.model.direction = variant.direction
     datamodule = build_datamodule(args, category)
     engine = Engine(**engine_arguments(args, Path(args.output) / "runs" / "test"))
     engine.validate(model, datamodule=datamodule, verbose=False)
     (results,) = engine.test(model, datamodule=datamodule, verbose=False)
-    return metric_values(results)
+    metrics = metric_values(results)
+    if variant.direction == "both":
+        metrics["direction_disagreement"] = direction_disagreement(model, datamodule)
+    return metrics
 
 
 def study_records(entry: Entry, args: argparse.Namespace, pattern: str, seed: int) -> list[Record]:
     """One record per variant and test pattern of ``entry`` fitted on ``pattern``; failures become ``failed`` records."""
     args = argparse.Namespace(**{**vars(args), "seed": seed})
     tests = [
-        (entry.name + suffix, post_processor, pattern_category(args.material, pattern, test_pattern))
-        for (suffix, post_processor), test_pattern in itertools.product(VARIANTS.items(), args.patterns)
+        (entry.name + variant.suffix, variant, pattern_category(args.material, pattern, test_pattern))
+        for variant, test_pattern in itertools.product(VARIANTS[entry.model], args.patterns)
     ]
     records = [Record(entry=name, model=entry.model, category=category, status="failed") for name, _, category in tests]
+    for record in records:
+        record.metrics["seed"] = seed
     try:
         model = fit(entry, args, pattern)
-        for record, (_, post_processor, category) in zip(records, tests, strict=True):
-            record.metrics = evaluate(model, post_processor, args, category)
+        for record, (_, variant, category) in zip(records, tests, strict=True):
+            record.metrics.update(evaluate(model, variant, args, category))
             record.status = "ok"
     except Exception as error:  # noqa: BLE001 - a failing model is reported and the others go on
         for record in records:
@@ -141,19 +209,89 @@ def pair_table(records: list[Record], key: str) -> str:
     return "\n".join(lines)
 
 
+def mean_confidence_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided Student-t confidence interval ``(mean, low, high)`` of paired differences."""
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    if len(values) < 2:  # noqa: PLR2004
+        return mean, math.nan, math.nan
+    half = stats.t.ppf((1 + level) / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def training_pattern(category: str) -> str:
+    """The pattern a :func:`pattern_category` was fitted on."""
+    return category.split("/", 1)[1].split("_to_")[0]
+
+
+def metric_by_pair(records: list[Record], entry: str, key: str) -> dict[tuple[int, str, str], float]:
+    """``key`` of ``entry``'s ok records by (seed, training pattern, category)."""
+    return {
+        (record.metrics.get("seed"), training_pattern(record.category), record.category): record.metrics[key]
+        for record in records
+        if record.entry == entry and record.status == "ok" and key in record.metrics
+    }
+
+
+def cross_pattern_drops(records: list[Record], entry: str, key: str) -> dict[tuple[int, str, str], float]:
+    """``key`` cross pattern minus same pattern (same seed and training pattern), per cross-pattern test."""
+    values = metric_by_pair(records, entry, key)
+    return {
+        (seed, train, category): value - values[(seed, train, category.split("_to_")[0])]
+        for (seed, train, category), value in values.items()
+        if is_cross_category(category) and (seed, train, category.split("_to_")[0]) in values
+    }
+
+
+def paired(first: dict[Any, float], second: dict[Any, float]) -> list[float]:
+    """``first - second`` over the keys both hold."""
+    return [first[key] - second[key] for key in first.keys() & second.keys()]
+
+
+def claim_table(records: list[Record]) -> str:
+    """Paired differences (percentage points) with 95 % confidence intervals, one row per comparison and metric."""
+    pgcn, patchcore = "Pgcn" + INTERSECTED, "Patchcore"
+    comparisons = []
+    for key in CLAIM_KEYS:
+        pgcn_drop, patchcore_drop = cross_pattern_drops(records, pgcn, key), cross_pattern_drops(records, patchcore, key)
+        comparisons += [
+            (f"Pgcn cross - same pattern, {key}", list(pgcn_drop.values())),
+            (f"Patchcore cross - same pattern, {key}", list(patchcore_drop.values())),
+            (f"Pgcn drop - Patchcore drop, {key} (claim: > 0)", paired(pgcn_drop, patchcore_drop)),
+            (f"Pgcn intersection - left to right, {key}",
+             paired(metric_by_pair(records, pgcn, key), metric_by_pair(records, "Pgcn" + LEFT_TO_RIGHT, key))),
+        ]
+    lines = ["| paired difference | pairs | mean | 95 % CI |", "|---|---:|---:|---|"]
+    for name, values in comparisons:
+        if not values:
+            lines.append(f"| {name} | 0 | n/a | n/a |")
+            continue
+        mean, low, high = (100 * value for value in mean_confidence_interval(values))
+        lines.append(f"| {name} | {len(values)} | {mean:+.1f} | [{low:+.1f}, {high:+.1f}] |")
+    disagreements = [record.metrics["direction_disagreement"] for record in records if "direction_disagreement" in record.metrics]
+    if disagreements:
+        lines.append(f"\nThe two directions disagree on {100 * statistics.fmean(disagreements):.1f} % of the patches where "
+                     f"both exist (mean over {len(disagreements)} tests, decision threshold 0.5).")
+    return "\n".join(lines)
+
+
 def markdown(records: list[Record], args: argparse.Namespace, env: dict[str, Any], command: str) -> str:
     """The study's tables: same vs cross pattern means, then image AUROC, pixel AUROC and AUPRO per pattern pair."""
     same = [record for record in records if not is_cross_pattern(record)]
     cross = [record for record in records if is_cross_pattern(record)]
     patterns, seeds = len(args.patterns), len(args.seeds)
-    pgcn_args = study_entries(args.pretrained, args.pgcn_epochs)[0].init_args
+    pgcn_args = study_entries(args.pretrained, args.pgcn_epochs, args.generator_weights)[0].init_args
     sections = [
         "## Pgcn vs Patchcore across patterns; BidirectionalIntersection on vs off",
         f"Command: `{command}`",
         "Environment: " + ", ".join(f"{key} {value}" for key, value in env.items()),
         f"Patterns {', '.join(args.patterns)} of material `{args.material}`, seeds {', '.join(map(str, args.seeds))}, "
-        f"{args.image_size} px, Pgcn {pgcn_args['generator_epochs']}+{pgcn_args['comparator_epochs']} epochs; "
+        f"{args.image_size} px, Pgcn {pgcn_args['generator_epochs']}+{pgcn_args['comparator_epochs']} epochs "
+        f"(generator weights: {args.generator_weights or 'random'}), other models {args.epochs} epochs; "
         "one fit per model, training pattern and seed. Metrics in %.",
+        "### Paired differences (percentage points; same seed, training and test pattern)",
+        claim_table(records),
         f"### Same pattern (train and test on one pattern; mean of {patterns} patterns x {seeds} seeds)",
         report.markdown_table(same, SUMMARY_KEYS),
         f"### Cross pattern (train on one pattern, test on another; mean of {patterns * (patterns - 1)} pairs x {seeds} seeds)",
@@ -172,7 +310,9 @@ def run_study(args: argparse.Namespace) -> list[Record]:
     command = "python -m benchmarks.pgcn_study " + shlex.join(sys.argv[1:])
     env = report.environment(args.seeds, args.accelerator)
     entries = [
-        entry for entry in study_entries(args.pretrained, args.pgcn_epochs) if not args.models or entry.model in args.models
+        entry
+        for entry in study_entries(args.pretrained, args.pgcn_epochs, args.generator_weights)
+        if not args.models or entry.model in args.models
     ]
     records: list[Record] = []
     jobs = list(itertools.product(args.seeds, args.patterns, entries))
@@ -192,11 +332,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--material", default=SURFACE_DEMO_MATERIAL, help="material folder under --root")
     parser.add_argument("--patterns", nargs="+", default=list(SURFACE_DEMO_CATEGORIES), help="at least two patterns")
     parser.add_argument("--models", nargs="*", default=None, help="only these model classes (Pgcn, Patchcore)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=30, help="epoch budget of single-phase models (Pgcn sets its own)")
     parser.add_argument("--pgcn-epochs", type=int, nargs=2, default=None, metavar=("GENERATOR", "COMPARATOR"),
                         help="Pgcn's phase epochs (default: the demo preset's)")
+    parser.add_argument("--generator-weights", default=None,
+                        help="Pgcn's generator_weights_path (pretrained on a pool without the tested patterns)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false")
