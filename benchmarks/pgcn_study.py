@@ -78,6 +78,7 @@ VARIANTS = {
     "Patchcore": (Variant("", PLAIN), Variant(" + BidirectionalIntersection", INTERSECTION)),
 }
 """The tests of each fitted model."""
+DISAGREEMENT = "direction_disagreement"
 
 
 def study_entries(
@@ -138,14 +139,17 @@ def direction_disagreement(model: AnomalibModule, datamodule: Any) -> float:  # 
         for batch in datamodule.test_dataloader():
             images = model.pre_processor.transform(batch.image.to(model.device))
             left, right = torch_model.forward_directional(images)
-            decisions = [scan_sequence(result.pred_score > 0.5, torch_model.scan)[:, :, 2:-2] for result in (left, right)]  # noqa: PLR2004
+            decisions = [
+                scan_sequence(result.pred_score > 0.5, torch_model.scan)[:, :, 2:-2]  # noqa: PLR2004
+                for result in (left, right)
+            ]
             differ += int((decisions[0] != decisions[1]).sum())
             total += decisions[0].numel()
     return differ / max(total, 1)
 
 
 def evaluate(model: AnomalibModule, variant: Variant, args: argparse.Namespace, category: str) -> dict[str, float]:
-    """Metrics of a fitted ``model`` in ``variant``, its post-processor calibrated on and applied to ``category``'s test set."""
+    """Metrics of a fitted ``model`` in ``variant``, post-processor calibrated on and applied to ``category``'s test set."""
     from anomalib.engine import Engine
 
     model.post_processor = instantiate_post_processor(variant.post_processor)
@@ -157,7 +161,7 @@ def evaluate(model: AnomalibModule, variant: Variant, args: argparse.Namespace, 
     (results,) = engine.test(model, datamodule=datamodule, verbose=False)
     metrics = metric_values(results)
     if variant.direction == "both":
-        metrics["direction_disagreement"] = direction_disagreement(model, datamodule)
+        metrics[DISAGREEMENT] = direction_disagreement(model, datamodule)
     return metrics
 
 
@@ -254,7 +258,8 @@ def claim_table(records: list[Record]) -> str:
     pgcn, patchcore = "Pgcn" + INTERSECTED, "Patchcore"
     comparisons = []
     for key in CLAIM_KEYS:
-        pgcn_drop, patchcore_drop = cross_pattern_drops(records, pgcn, key), cross_pattern_drops(records, patchcore, key)
+        pgcn_drop = cross_pattern_drops(records, pgcn, key)
+        patchcore_drop = cross_pattern_drops(records, patchcore, key)
         comparisons += [
             (f"Pgcn cross - same pattern, {key}", list(pgcn_drop.values())),
             (f"Patchcore cross - same pattern, {key}", list(patchcore_drop.values())),
@@ -269,9 +274,10 @@ def claim_table(records: list[Record]) -> str:
             continue
         mean, low, high = (100 * value for value in mean_confidence_interval(values))
         lines.append(f"| {name} | {len(values)} | {mean:+.1f} | [{low:+.1f}, {high:+.1f}] |")
-    disagreements = [record.metrics["direction_disagreement"] for record in records if "direction_disagreement" in record.metrics]
+    disagreements = [record.metrics[DISAGREEMENT] for record in records if DISAGREEMENT in record.metrics]
     if disagreements:
-        lines.append(f"\nThe two directions disagree on {100 * statistics.fmean(disagreements):.1f} % of the patches where "
+        share = 100 * statistics.fmean(disagreements)
+        lines.append(f"\nThe two directions disagree on {share:.1f} % of the patches where "
                      f"both exist (mean over {len(disagreements)} tests, decision threshold 0.5).")
     return "\n".join(lines)
 

@@ -39,7 +39,7 @@ class ComparatorPairs(NamedTuple):
 
 
 def visible_change(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """``[M, 1, h, w]`` 0/1 map of pixels where ``[M, C, h, w]`` patches differ by more than :data:`VISIBLE_CONTRAST`."""
+    """``[M, 1, h, w]`` 0/1 map of pixels where ``[M, C, h, w]`` patches differ by over :data:`VISIBLE_CONTRAST`."""
     return ((first - second).abs().amax(dim=1, keepdim=True) > VISIBLE_CONTRAST).float()
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,8 @@ def generator_gate(
     generated = generator(strips[:, 0, :channels], strips[:, 1, :channels])
     clean, defective = strips[:, 2, :channels], strips[:, 2, channels:]
     visible = visible_change(defective, clean).flatten(1).mean(dim=1) >= min_visible_change
-    scores = torch.cat([(generated - clean).abs().flatten(1).mean(1), (generated - defective)[visible].abs().flatten(1).mean(1)])
+    errors = [(generated - clean).abs().flatten(1).mean(1), (generated - defective)[visible].abs().flatten(1).mean(1)]
+    scores = torch.cat(errors)
     labels = torch.cat([torch.zeros(clean.shape[0]), torch.ones(int(visible.sum()))]).long()
     auroc = binary_auroc(scores, labels).item() if visible.any() else float("nan")
     return {"auroc": auroc, "defective": int(visible.sum()), "clean": clean.shape[0]}
@@ -190,13 +192,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_images = load_images([paths[i] for i in order[held_out:]], size)
     gate_images = load_images([paths[i] for i in order[:held_out]], size)
     strips = cache_strips(train_images, generator_patch_hw(generator), args.strips_per_image)
-    gate_before = generator_gate(generator, gate_images, args.strips_per_image, anomaly_source_path=args.anomaly_source_path)
+    gate = {"images": gate_images, "strips_per_image": args.strips_per_image, "anomaly_source_path": args.anomaly_source_path}
+    gate_before = generator_gate(generator, **gate)
     losses = pretrain_generator(generator, strips, args.steps, args.batch_size, args.learning_rate)
-    gate_after = generator_gate(generator, gate_images, args.strips_per_image, anomaly_source_path=args.anomaly_source_path)
+    gate_after = generator_gate(generator, **gate)
     report = {
         "folder": str(args.folder), "images": len(paths) - held_out, "held_out_images": held_out,
         "cached_strips": strips.shape[0], "steps": args.steps, "image_size": list(size), "options": options,
-        "first_loss": losses[0] if losses else None, "last_loss": sum(losses[-50:]) / len(losses[-50:]) if losses else None,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": statistics.fmean(losses[-50:]) if losses else None,
         "gate_before": gate_before, "gate_after": gate_after,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -174,7 +174,8 @@ def test_comparator_pairs_are_visible_and_include_wrong_predictions() -> None:
     defective = strips[:, 2] * (1 - masks) + masks * (1 - strips[:, 2])
     defective[8:16] = strips[8:16, 2] * (1 - masks[8:16]) + masks[8:16] * (strips[8:16, 2] + 0.01)  # faint: invisible
     generator = lambda far, near: near  # noqa: E731 - predicts the near patch: contexts differ per strip
-    pairs = comparator_pairs(generator, strips, defective, masks, wrong_prediction_probability=0.5, min_visible_change=0.05)
+    pairs = comparator_pairs(generator, strips, defective, masks, wrong_prediction_probability=0.5,
+                             min_visible_change=0.05)
     assert set(pairs.kind.tolist()) == {0, 1, 2}
     assert (pairs.kind == 1).sum() == count // 2 - 16  # invisible and faint defects dropped
     mismatch = pairs.kind > 0
