@@ -117,7 +117,7 @@ class Pgcn(AnomalibModule):
             wrong-prediction pair (a prediction from another strip's context against the clean real patch;
             see :mod:`~anomalib_surface.models.pgcn.pairs`). Defaults to ``0.25``.
         min_visible_change (float): Least fraction of a patch that visibly changed for a mismatching pair to
-            be used (less visible synthetic defects are dropped). Defaults to ``0.05``.
+            be used (less visible ones become matching pairs with the clean patch). Defaults to ``0.05``.
         mask_loss_weight (float): Weight of the comparator's mask term. Defaults to ``1.0``.
         anomaly_source_path (str | Path | None): Folder of images filling the synthetic anomalies of phase 2
             (e.g. DTD); ``None`` fills them from other training images. Defaults to ``None``.

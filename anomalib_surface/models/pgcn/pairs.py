@@ -9,8 +9,10 @@ in the real patch alone:
 
 A pair's difference mask holds the pixels that visibly differ (:func:`visible_change`) between the real
 patch and what it should be (defect pairs: the clean patch; wrong-prediction pairs: the prediction from
-the right context). Mismatching pairs whose visible change covers less than ``min_visible_change`` of
-the patch are dropped: a defect nobody could see is neither a match nor a useful mismatch.
+the right context). A mismatching pair whose visible change covers less than ``min_visible_change`` of
+the patch becomes a matching pair (the clean real patch, the prediction from the right context): a defect
+nobody could see is no useful mismatch. Every strip thus gives one pair, so batches keep their size (never
+empty, the same count on every DDP rank).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def comparator_pairs(
         min_visible_change: Least fraction of a mismatching pair's patch that visibly changed.
 
     Returns:
-        The kept pairs (matching pairs, and mismatching pairs with enough visible change).
+        One pair per strip.
     """
     far, near, target = strips.unbind(1)
     count = far.shape[0]
@@ -72,15 +74,17 @@ def comparator_pairs(
     generated, shifted = predictions[:count], predictions[count:]
     has_defect = defect_masks.flatten(1).amax(dim=1) > 0
     wrong = ~has_defect & (torch.rand(count, device=far.device) < wrong_prediction_probability)
-    kind = has_defect.long() + 2 * wrong.long()
-    generated = torch.where(wrong[:, None, None, None], shifted, generated)
     masks = torch.where(
         wrong[:, None, None, None],
-        visible_change(shifted, predictions[:count]),
+        visible_change(shifted, generated),
         visible_change(defective_targets, target) * defect_masks,
     )
-    changed = masks.flatten(1).mean(dim=1)
-    keep = (kind == 0) | (changed >= min_visible_change)
-    real = torch.where(has_defect[:, None, None, None], defective_targets, target)
-    masks = torch.where((kind == 0)[:, None, None, None], torch.zeros_like(masks), masks)
-    return ComparatorPairs(generated[keep], real[keep], masks[keep], kind[keep])
+    visible = masks.flatten(1).mean(dim=1) >= min_visible_change
+    has_defect, wrong = has_defect & visible, wrong & visible
+    kind = has_defect.long() + 2 * wrong.long()
+    return ComparatorPairs(
+        generated=torch.where(wrong[:, None, None, None], shifted, generated),
+        real=torch.where(has_defect[:, None, None, None], defective_targets, target),
+        masks=masks * (kind > 0)[:, None, None, None],
+        kind=kind,
+    )

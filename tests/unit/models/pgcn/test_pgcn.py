@@ -177,7 +177,10 @@ def test_comparator_pairs_are_visible_and_include_wrong_predictions() -> None:
     pairs = comparator_pairs(generator, strips, defective, masks, wrong_prediction_probability=0.5,
                              min_visible_change=0.05)
     assert set(pairs.kind.tolist()) == {0, 1, 2}
-    assert (pairs.kind == 1).sum() == count // 2 - 16  # invisible and faint defects dropped
+    assert pairs.kind.shape == (count,)  # one pair per strip
+    assert (pairs.kind == 1).sum() == count // 2 - 16  # invisible and faint defects ...
+    assert torch.equal(pairs.real[:16], strips[:16, 2])  # ... become matching pairs with the clean patch
+    assert (pairs.kind[:16] == 0).all()
     mismatch = pairs.kind > 0
     assert (pairs.masks[mismatch].flatten(1).mean(1) >= 0.05).all()
     assert (pairs.masks[~mismatch] == 0).all()
