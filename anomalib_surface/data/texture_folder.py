@@ -23,6 +23,10 @@ Split modes:
   The normal test images are ``test_pattern``'s ``test/good``, or its ``train/good`` when it has no
   ``test/good`` (they are never trained on in this mode).
 
+Validation defaults to anomalib's ``synthetic`` mode (held-out training images, half with synthetic
+anomalies), so no test image is used to fit thresholds or normalisation. SurfaceDemo's pattern
+categories (``cloth/*``, ``leather/*``) are such a collection: pass the SurfaceDemo root.
+
 The folders are checked when the datamodule is set up: missing folders, patterns without training
 images, defective images without a mask, masks of another size than their image and unreadable
 image files raise an error naming the path.
@@ -49,6 +53,7 @@ from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2 import functional as tvf
 from torchvision.tv_tensors import Mask
 
+from anomalib_surface.data.cached_build import check_dataset_path
 from anomalib_surface.data.checked_dataset import CheckedImageDataset, check_mask_file, has_mask
 from anomalib_surface.io.image_io import image_size_of, list_image_files, read_mask
 
@@ -292,7 +297,10 @@ class TextureFolder(AnomalibDataModule):
         test_split_mode (TestSplitMode | str): How the test set is made. Defaults to ``"from_dir"``.
         test_split_ratio (float): Fraction of training images used as normal test images when a
             pattern has no ``test/good`` (``"pattern"``/``"material"`` modes). Defaults to ``0.2``.
-        val_split_mode (ValSplitMode | str): How the validation set is made. Defaults to ``"same_as_test"``.
+        val_split_mode (ValSplitMode | str): How the validation set is made. The default, anomalib's
+            ``"synthetic"``, holds out part of the training images and pastes synthetic anomalies on half
+            of them, so no test image is used (``"same_as_test"`` would fit thresholds on the test images).
+            Defaults to ``"synthetic"``.
         val_split_ratio (float): Fraction used for validation. Defaults to ``0.5``.
         seed (int | None): Seed of the random splits. Defaults to ``None``.
     """
@@ -316,7 +324,7 @@ class TextureFolder(AnomalibDataModule):
         augmentations: Transform | None = None,
         test_split_mode: TestSplitMode | str = TestSplitMode.FROM_DIR,
         test_split_ratio: float = 0.2,
-        val_split_mode: ValSplitMode | str = ValSplitMode.SAME_AS_TEST,
+        val_split_mode: ValSplitMode | str = ValSplitMode.SYNTHETIC,
         val_split_ratio: float = 0.5,
         seed: int | None = None,
     ) -> None:
@@ -334,7 +342,7 @@ class TextureFolder(AnomalibDataModule):
             val_split_ratio=val_split_ratio,
             seed=seed,
         )
-        self.root = Path(root)
+        self.root = check_dataset_path(root, "root")
         self.material = material
         self.split_mode = split_mode
         self.pattern = pattern

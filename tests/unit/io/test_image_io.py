@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from anomalib_surface.data.checked_dataset import MVTecLayoutDataset
-from anomalib_surface.data.mad_rto import make_mad_rto
+from anomalib_surface.data.rto_variant import make_mad_rto
 from anomalib_surface.data.texture_folder import TextureFolder
 from anomalib_surface.io.image_io import (
     ImageReadError,
