@@ -1,14 +1,19 @@
-"""Pgcn vs Patchcore across texture patterns, and BidirectionalIntersection on vs off (issue 7).
+"""Pgcn vs Patchcore across texture patterns, and the bidirectional intersection on vs off (issues 7, 20).
 
-The PGCN paper trains on one cloth pattern and tests on another: pattern generation predicts a patch from its
-neighbours, so it should not depend on which pattern it saw, whereas a memory bank only knows the patches of its
-training pattern. This study fits each model once per training pattern and seed, then tests the fitted model on
-every pattern (the training one: *same pattern*; the others: *cross pattern*), each with and without
-:class:`~anomalib_surface.post_processing.BidirectionalIntersection`:
+The PGCN paper (Table 2) trains on one cloth pattern and tests on another: pattern generation predicts a patch
+from its neighbours, so it should not depend on which pattern it saw, whereas a memory bank only knows the patches
+of its training pattern. This study fits each model once per training pattern and seed, then tests the fitted model
+on every pattern (the training one: *same pattern*; the others: *cross pattern*), in several variants:
 
-- Pgcn is built with ``bidirectional=False`` (left-to-right only); the post-processor intersects its two
-  directional predictions, which equals ``bidirectional=True`` (the paper's ``C_i = LC_i ∩ RC_i``);
-- Patchcore gets the flip test-time augmentation (``flip="horizontal"``).
+- Pgcn: the intersection of both directions (the paper's ``C_i = LC_i ∩ RC_i``), left to right alone and right
+  to left alone (the torch model's ``direction``), plus how often the two directions disagree (patches where
+  both exist whose mismatch probabilities fall on different sides of 0.5);
+- Patchcore: plain, and with :class:`~anomalib_surface.post_processing.BidirectionalIntersection` (flip
+  test-time augmentation, ``flip="horizontal"``).
+
+The summary gives paired differences (same seed, training and test pattern) with 95 % t confidence intervals:
+each model's drop from same to cross pattern, Pgcn's drop minus Patchcore's (the paper's claim: clearly
+positive, Pgcn loses much less), and Pgcn's intersection minus its left-to-right direction.
 
 The data is a TextureFolder collection (``--root``/``--material``; default: SurfaceDemo's periodic ``cloth``
 patterns woven, plaid and motif). Before every test the post-processor is calibrated on the datamodule's
@@ -16,6 +21,9 @@ validation set, TextureFolder's default: anomalib's synthetic anomalies on held-
 pattern, never a test image. Thresholds and normalisation therefore come from the training pattern, as they
 would in deployment; anomalib's clamped normalisation can saturate on another pattern, which is why the
 protocol's ranking metrics are also computed on raw maps (:mod:`benchmarks.protocol`).
+
+Budgets are epochs (``--epochs``, ``--pgcn-epochs GENERATOR COMPARATOR``); ``--generator-weights`` starts Pgcn
+from a generator pretrained on a pool without the tested patterns (``python -m anomalib_surface.models.pgcn.pretrain``).
 
 Run: ``python -m benchmarks.pgcn_study [--material cloth --patterns woven plaid motif] [--seeds 0 1 2]``.
 Output (``--output``, default ``benchmarks/output/pgcn_study``): ``results.md`` (also printed), ``results.csv``,
@@ -28,6 +36,7 @@ import argparse
 import dataclasses
 import itertools
 import shlex
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +46,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib_surface.components.phase_schedule import PhaseSchedule
 
 from . import report
+from .protocol import paired_difference
 from .runner import Entry, Record, build_model, instantiate_post_processor, metric_values, use_offline_weights
 from .suites import PATTERN_CATEGORIES, baselines, build_datamodule, plugin_entries
 
@@ -48,22 +58,53 @@ INTERSECTION = {
     "class_path": "anomalib_surface.post_processing.BidirectionalIntersection",
     "init_args": {"flip": "horizontal"},
 }
-VARIANTS = {"": PLAIN, " + BidirectionalIntersection": INTERSECTION}
-"""Row-name suffix and post-processor of each test of a fitted model."""
 SUMMARY_KEYS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "pixel_AP", "pixel_F1", "pixel_IoU")
+CLAIM_KEYS = ("image_AUROC", "pixel_AUROC")
+"""The paper's Table 2 metrics, of which paired differences are reported."""
 
 
-def study_entries(pre_trained: bool, pgcn_epochs: tuple[int, int] | None = None) -> list[Entry]:
-    """Pgcn in its demo preset with one inference direction, and Patchcore, on the shared backbone.
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One test of a fitted model: row-name suffix, post-processor and (Pgcn) the torch model's ``direction``."""
 
-    ``pgcn_epochs`` (generator, comparator) replaces the preset's epochs of the two phases.
+    suffix: str
+    post_processor: dict[str, Any]
+    direction: str | None = None
+
+
+INTERSECTED = " (intersection)"
+LEFT_TO_RIGHT = " left to right"
+VARIANTS = {
+    "Pgcn": (
+        Variant(INTERSECTED, PLAIN, "both"),
+        Variant(LEFT_TO_RIGHT, PLAIN, "left_to_right"),
+        Variant(" right to left", PLAIN, "right_to_left"),
+    ),
+    "Patchcore": (Variant("", PLAIN), Variant(" + BidirectionalIntersection", INTERSECTION)),
+}
+"""The tests of each fitted model."""
+DISAGREEMENT = "direction_disagreement"
+
+
+def study_entries(
+    pre_trained: bool,
+    pgcn_epochs: tuple[int, int] | None = None,
+    generator_weights: str | None = None,
+) -> list[Entry]:
+    """Pgcn in its demo preset and Patchcore, on the shared backbone.
+
+    ``pgcn_epochs`` (generator, comparator) replaces the preset's epochs of the two phases (as a budget and its ratio); ``generator_weights`` is Pgcn's
+    ``generator_weights_path``.
     """
     (pgcn,) = [entry for entry in plugin_entries(pre_trained) if entry.model == "Pgcn"]
-    pgcn = dataclasses.replace(pgcn, init_args={**pgcn.init_args, "bidirectional": False})
+    options, max_epochs = {}, pgcn.max_epochs
     if pgcn_epochs:
         generator, comparator = pgcn_epochs
-        ratio = {"generator_ratio": generator / (generator + comparator)}
-        pgcn = dataclasses.replace(pgcn, init_args={**pgcn.init_args, **ratio}, max_epochs=generator + comparator)
+        options["generator_ratio"] = generator / (generator + comparator)
+        max_epochs = generator + comparator
+    if generator_weights:
+        options["generator_weights_path"] = generator_weights
+    pgcn = dataclasses.replace(pgcn, init_args={**pgcn.init_args, **options}, max_epochs=max_epochs)
     return [pgcn, *[entry for entry in baselines(pre_trained) if entry.model == "Patchcore"]]
 
 
@@ -91,30 +132,62 @@ def fit(entry: Entry, args: argparse.Namespace, pattern: str) -> AnomalibModule:
     return model
 
 
-def evaluate(model: AnomalibModule, post_processor: dict[str, Any], args: argparse.Namespace, category: str) -> dict[str, float]:
-    """Metrics of a fitted ``model`` with ``post_processor`` calibrated on and applied to ``category``'s test set."""
+def direction_disagreement(model: AnomalibModule, datamodule: Any) -> float:  # noqa: ANN401
+    """Fraction of patches with both directions whose left-to-right and right-to-left decisions differ.
+
+    A direction calls a patch anomalous when its mismatch probability exceeds 0.5 (the comparator's own
+    decision); patches only one direction predicts are left out. Measured on ``datamodule``'s test images.
+    """
+    import torch
+
+    from anomalib_surface.models.pgcn.patches import scan_sequence
+
+    torch_model = model.model.eval()
+    differ, total = 0, 0
+    with torch.no_grad():
+        for batch in datamodule.test_dataloader():
+            images = model.pre_processor.transform(batch.image.to(model.device))
+            left, right = torch_model.forward_directional(images)
+            decisions = [
+                scan_sequence(result.pred_score > 0.5, torch_model.scan)[:, :, 2:-2]  # noqa: PLR2004
+                for result in (left, right)
+            ]
+            differ += int((decisions[0] != decisions[1]).sum())
+            total += decisions[0].numel()
+    return differ / max(total, 1)
+
+
+def evaluate(model: AnomalibModule, variant: Variant, args: argparse.Namespace, category: str) -> dict[str, float]:
+    """Metrics of a fitted ``model`` in ``variant``, post-processor calibrated on and applied to ``category``'s test set."""
     from anomalib.engine import Engine
 
-    model.post_processor = instantiate_post_processor(post_processor)
+    model.post_processor = instantiate_post_processor(variant.post_processor)
+    if variant.direction is not None:
+        model.model.direction = variant.direction
     datamodule = build_datamodule(args, category, args.seed)
     engine = Engine(**engine_arguments(args, Path(args.output) / "runs" / "test"))
     engine.validate(model, datamodule=datamodule, verbose=False)
     (results,) = engine.test(model, datamodule=datamodule, verbose=False)
-    return metric_values(results)
+    metrics = metric_values(results)
+    if variant.direction == "both":
+        metrics[DISAGREEMENT] = direction_disagreement(model, datamodule)
+    return metrics
 
 
 def study_records(entry: Entry, args: argparse.Namespace, pattern: str, seed: int) -> list[Record]:
     """One record per variant and test pattern of ``entry`` fitted on ``pattern``; failures become ``failed`` records."""
     args = argparse.Namespace(**{**vars(args), "seed": seed})
     tests = [
-        (entry.name + suffix, post_processor, pattern_category(args.material, pattern, test_pattern))
-        for (suffix, post_processor), test_pattern in itertools.product(VARIANTS.items(), args.patterns)
+        (entry.name + variant.suffix, variant, pattern_category(args.material, pattern, test_pattern))
+        for variant, test_pattern in itertools.product(VARIANTS[entry.model], args.patterns)
     ]
     records = [Record(entry=name, model=entry.model, category=category, status="failed") for name, _, category in tests]
+    for record in records:
+        record.metrics["seed"] = seed
     try:
         model = fit(entry, args, pattern)
-        for record, (_, post_processor, category) in zip(records, tests, strict=True):
-            record.metrics = evaluate(model, post_processor, args, category)
+        for record, (_, variant, category) in zip(records, tests, strict=True):
+            record.metrics.update(evaluate(model, variant, args, category))
             record.status = "ok"
     except Exception as error:  # noqa: BLE001 - a failing model is reported and the others go on
         for record in records:
@@ -149,12 +222,62 @@ def pair_table(records: list[Record], key: str) -> str:
     return "\n".join(lines)
 
 
+def training_pattern(category: str) -> str:
+    """The pattern a :func:`pattern_category` was fitted on."""
+    return category.split("/", 1)[1].split("_to_")[0]
+
+
+def metric_by_pair(records: list[Record], entry: str, key: str) -> dict[tuple[int, str, str], float]:
+    """``key`` of ``entry``'s ok records by (seed, training pattern, category)."""
+    return {
+        (record.metrics.get("seed"), training_pattern(record.category), record.category): record.metrics[key]
+        for record in records
+        if record.entry == entry and record.status == "ok" and key in record.metrics
+    }
+
+
+def cross_pattern_drops(records: list[Record], entry: str, key: str) -> dict[tuple[int, str, str], float]:
+    """``key`` cross pattern minus same pattern (same seed and training pattern), per cross-pattern test."""
+    values = metric_by_pair(records, entry, key)
+    return {
+        (seed, train, category): value - values[(seed, train, category.split("_to_")[0])]
+        for (seed, train, category), value in values.items()
+        if is_cross_category(category) and (seed, train, category.split("_to_")[0]) in values
+    }
+
+
+def claim_table(records: list[Record]) -> str:
+    """Paired differences (percentage points) with 95 % confidence intervals, one row per comparison and metric."""
+    pgcn, patchcore = "Pgcn" + INTERSECTED, "Patchcore"
+    comparisons = []
+    for key in CLAIM_KEYS:
+        pgcn_drop = cross_pattern_drops(records, pgcn, key)
+        patchcore_drop = cross_pattern_drops(records, patchcore, key)
+        comparisons += [
+            (f"Pgcn cross - same pattern, {key}", paired_difference(pgcn_drop, dict.fromkeys(pgcn_drop, 0.0))),
+            (f"Patchcore cross - same pattern, {key}",
+             paired_difference(patchcore_drop, dict.fromkeys(patchcore_drop, 0.0))),
+            (f"Pgcn drop - Patchcore drop, {key} (claim: > 0)", paired_difference(pgcn_drop, patchcore_drop)),
+            (f"Pgcn intersection - left to right, {key}",
+             paired_difference(metric_by_pair(records, pgcn, key), metric_by_pair(records, "Pgcn" + LEFT_TO_RIGHT, key))),
+        ]
+    lines = ["| paired difference | pairs | mean [95 % CI] |", "|---|---:|---|"]
+    for name, difference in comparisons:
+        lines.append(f"| {name} | {difference.n} | {difference} |")
+    disagreements = [record.metrics[DISAGREEMENT] for record in records if DISAGREEMENT in record.metrics]
+    if disagreements:
+        share = 100 * statistics.fmean(disagreements)
+        lines.append(f"\nThe two directions disagree on {share:.1f} % of the patches where "
+                     f"both exist (mean over {len(disagreements)} tests, decision threshold 0.5).")
+    return "\n".join(lines)
+
+
 def markdown(records: list[Record], args: argparse.Namespace, env: dict[str, Any], command: str) -> str:
     """The study's tables: same vs cross pattern means, then image AUROC, pixel AUROC and AUPRO per pattern pair."""
     same = [record for record in records if not is_cross_pattern(record)]
     cross = [record for record in records if is_cross_pattern(record)]
     patterns, seeds = len(args.patterns), len(args.seeds)
-    pgcn = study_entries(args.pretrained, args.pgcn_epochs)[0]
+    pgcn = study_entries(args.pretrained, args.pgcn_epochs, args.generator_weights)[0]
     ratio = pgcn.init_args["generator_ratio"]
     phase_epochs = PhaseSchedule({"generator": ratio, "comparator": 1 - ratio}).epochs(pgcn.max_epochs).values()
     sections = [
@@ -162,8 +285,11 @@ def markdown(records: list[Record], args: argparse.Namespace, env: dict[str, Any
         f"Command: `{command}`",
         "Environment: " + ", ".join(f"{key} {value}" for key, value in env.items()),
         f"Patterns {', '.join(args.patterns)} of material `{args.material}`, seeds {', '.join(map(str, args.seeds))}, "
-        f"{args.image_size} px, Pgcn {'+'.join(map(str, phase_epochs))} epochs; "
+        f"{args.image_size} px, Pgcn {'+'.join(map(str, phase_epochs))} epochs "
+        f"(generator weights: {args.generator_weights or 'random'}), other models {args.epochs} epochs; "
         "one fit per model, training pattern and seed. Metrics in %.",
+        "### Paired differences (percentage points; same seed, training and test pattern)",
+        claim_table(records),
         f"### Same pattern (train and test on one pattern; mean of {patterns} patterns x {seeds} seeds)",
         report.markdown_table(same, SUMMARY_KEYS),
         f"### Cross pattern (train on one pattern, test on another; mean of {patterns * (patterns - 1)} pairs x {seeds} seeds)",
@@ -182,7 +308,9 @@ def run_study(args: argparse.Namespace) -> list[Record]:
     command = "python -m benchmarks.pgcn_study " + shlex.join(sys.argv[1:])
     env = report.environment(args.seeds, args.accelerator)
     entries = [
-        entry for entry in study_entries(args.pretrained, args.pgcn_epochs) if not args.models or entry.model in args.models
+        entry
+        for entry in study_entries(args.pretrained, args.pgcn_epochs, args.generator_weights)
+        if not args.models or entry.model in args.models
     ]
     records: list[Record] = []
     jobs = list(itertools.product(args.seeds, args.patterns, entries))
@@ -202,11 +330,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--material", default=DEFAULT_MATERIAL, help="material folder under --root (SurfaceDemo: cloth, leather)")
     parser.add_argument("--patterns", nargs="+", default=DEFAULT_PATTERNS, help="at least two patterns")
     parser.add_argument("--models", nargs="*", default=None, help="only these model classes (Pgcn, Patchcore)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=30, help="epoch budget of single-phase models (Pgcn sets its own)")
     parser.add_argument("--pgcn-epochs", type=int, nargs=2, default=None, metavar=("GENERATOR", "COMPARATOR"),
                         help="Pgcn's phase epochs (default: the demo preset's)")
+    parser.add_argument("--generator-weights", default=None,
+                        help="Pgcn's generator_weights_path (pretrained on a pool without the tested patterns)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false")

@@ -19,6 +19,7 @@ __all__ = [
     "Number",
     "OptionError",
     "Optional",
+    "Size",
     "Text",
     "check_options",
     "is_traced",
@@ -212,10 +213,24 @@ class Items:
 
 
 @dataclass(frozen=True)
+class Size:
+    """Rule: an image size, one integer side or ``(height, width)``, each side in ``[1, maximum]``."""
+
+    maximum: int = 8192
+
+    def check(self, name: str, value: object) -> None:
+        """Raise :class:`OptionError` naming ``name`` if ``value`` is neither a side nor two sides."""
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            Items(Integer(1, self.maximum), length=2).check(name, value)
+        else:
+            require_int(name, value, 1, self.maximum)
+
+
+@dataclass(frozen=True)
 class Optional:
     """Rule: ``None`` or a value meeting ``rule``."""
 
-    rule: Integer | Number | Choice | Boolean | Text | Items
+    rule: Integer | Number | Choice | Boolean | Text | Items | Size
 
     def check(self, name: str, value: object) -> None:
         """Raise :class:`OptionError` naming ``name`` if ``value`` is neither ``None`` nor meets the rule."""
@@ -224,7 +239,7 @@ class Optional:
 
 
 def check_options(
-    rules: Mapping[str, Integer | Number | Choice | Boolean | Text | Items | Optional],
+    rules: Mapping[str, Integer | Number | Choice | Boolean | Text | Items | Size | Optional],
     values: Mapping[str, object],
 ) -> None:
     """Check every option of ``values`` that has a rule (a model's constructor arguments, ``locals()``).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -90,14 +91,17 @@ def test_pgcn_study_builds_its_entries_datamodules_and_tables(tmp_path: Path, mo
     from anomalib_surface.post_processing import BidirectionalIntersection
 
     args = pgcn_study.parse_args(["--patterns", "woven", "plaid", "--image-size", "64", "--no-pretrained"])
-    assert (args.data, args.material, args.seeds) == ("TextureFolder", "cloth", [0])
+    assert (args.data, args.material, args.seeds) == ("TextureFolder", "cloth", [0, 1, 2])
     assert pgcn_study.parse_args([]).patterns == ["woven", "plaid", "motif"]
     with pytest.raises(SystemExit):
         pgcn_study.parse_args(["--patterns", "woven", "woven"])
 
     pgcn, patchcore = pgcn_study.study_entries(pre_trained=False)
-    assert (pgcn.model, pgcn.init_args["bidirectional"], patchcore.model) == ("Pgcn", False, "Patchcore")
-    assert not build_model(pgcn, image_size=128).model.bidirectional
+    assert (pgcn.model, patchcore.model) == ("Pgcn", "Patchcore")
+    assert [variant.direction for variant in pgcn_study.VARIANTS["Pgcn"]] == ["both", "left_to_right", "right_to_left"]
+    assert build_model(pgcn, image_size=128).model.direction == "both"
+    (pretrained_pgcn, _) = pgcn_study.study_entries(pre_trained=False, generator_weights="generator.pt")
+    assert pretrained_pgcn.init_args["generator_weights_path"] == "generator.pt"
     longer = pgcn_study.parse_args(["--pgcn-epochs", "24", "66"]).pgcn_epochs
     (longer_pgcn, _) = pgcn_study.study_entries(pre_trained=False, pgcn_epochs=longer)
     assert longer_pgcn.init_args == {**pgcn.init_args, "generator_ratio": 24 / 90}
@@ -130,3 +134,28 @@ def test_pgcn_study_builds_its_entries_datamodules_and_tables(tmp_path: Path, mo
     markdown = pgcn_study.markdown(records, args, {"seed": 0}, "python -m benchmarks.pgcn_study")
     same_table, cross_table = markdown.split("### Cross pattern")[0], markdown.split("### Cross pattern")[1]
     assert "| Pgcn | 50.0 |" in same_table and "| Pgcn | 50.0 |" in cross_table
+
+
+def test_pgcn_study_pairs_differences_by_seed_and_pattern() -> None:
+    from benchmarks import pgcn_study
+    from benchmarks.runner import Record
+
+    def record(entry: str, train: str, test: str, seed: int, auroc: float) -> Record:
+        category = pgcn_study.pattern_category("cloth", train, test)
+        return Record(entry, entry.split()[0], category, "ok", metrics={"seed": seed, "image_AUROC": auroc})
+
+    records = []
+    for seed, (train, test) in itertools.product((0, 1), (("a", "b"), ("b", "a"))):
+        records += [
+            record("Pgcn (intersection)", train, train, seed, 0.9),
+            record("Pgcn (intersection)", train, test, seed, 0.8 + 0.01 * seed),
+            record("Pgcn left to right", train, train, seed, 0.85),
+            record("Pgcn left to right", train, test, seed, 0.8),
+            record("Patchcore", train, train, seed, 0.95), record("Patchcore", train, test, seed, 0.5),
+        ]
+    drops = pgcn_study.cross_pattern_drops(records, "Patchcore", "image_AUROC")
+    assert sorted(drops) == [(seed, train, f"cloth/{train}_to_{test}") for seed in (0, 1) for train, test in ("ab", "ba")]
+    assert all(abs(drop + 0.45) < 1e-9 for drop in drops.values())
+    table = pgcn_study.claim_table(records)
+    assert "| Pgcn drop - Patchcore drop, image_AUROC (claim: > 0) | 4 | +35.5 [+34.6, +36.4] |" in table
+    assert "| Pgcn intersection - left to right, image_AUROC | 8 |" in table

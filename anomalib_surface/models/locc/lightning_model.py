@@ -42,7 +42,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_surface.components import UnseenImages, image_keys, paths_of_test_split, sum_over_processes
-from anomalib_surface.components.checks import require_number, require_unnormalised_inputs
+from anomalib_surface.components.checks import require_unnormalised_inputs
 from anomalib_surface.components.phase_schedule import PhaseSchedule
 from anomalib_surface.components.surface_module import SurfaceModule
 from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
@@ -152,8 +152,6 @@ class Locc(AnomalibModule, SurfaceModule):
         if align and not 0 < alignment_ratio < 1:
             msg = f"alignment_ratio must be in (0, 1): both alignment and localisation train, got {alignment_ratio!r}."
             raise ValueError(msg)
-        require_number("alignment_learning_rate", alignment_learning_rate)
-        require_number("learning_rate", learning_rate)
         alignment_share = alignment_ratio if align else 0.0
         self.set_phase_schedule(
             PhaseSchedule({"alignment": alignment_share, "centres": None, "localisation": 1.0 - alignment_share}),

@@ -1,9 +1,10 @@
 """Directional patch results of PGCN assembled into full grids and image-resolution anomaly maps.
 
-Left to right, the first two columns of every row have no two preceding neighbours; right to left,
-the last two. Those patches take the other direction's result (:func:`complete_directions`), so each
-direction covers the whole grid. Consequently the intersection of the two directions only differs
-from a single direction in columns ``2 .. N-3``, i.e. for grids of ``N >= 5`` patches per row.
+Left to right, the first two patches of every scanned sequence have no two preceding neighbours;
+right to left, the last two. Those patches take the other direction's result
+(:func:`complete_directions`), so each direction covers the whole grid, and the intersection of the two
+directions acts on every other patch: columns ``2 .. N-3`` when each row is scanned on its own (none
+at ``N = 4``), all patches but the first two and the last two of the grid in raster order.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ def complete_directions(directional: torch.Tensor) -> tuple[torch.Tensor, torch.
     """Complete left-to-right and right-to-left results to full ``N``-column grids.
 
     Args:
-        directional: ``[2, B, N, N - 2, ...]`` per-patch results as ordered by
+        directional: ``[2, B, R, L - 2, ...]`` per-patch results as ordered by
             :func:`~anomalib_surface.models.pgcn.patches.directional_triplets` (left-to-right
-            targets are columns ``2 .. N-1``, right-to-left targets columns ``0 .. N-3``).
+            targets are positions ``2 .. L-1``, right-to-left targets positions ``0 .. L-3``).
 
     Returns:
-        Left-to-right and right-to-left grids ``[B, N, N, ...]``; columns a direction cannot predict
-        come from the other direction.
+        Left-to-right and right-to-left results ``[B, R, L, ...]``; positions a direction cannot
+        predict come from the other direction.
     """
     left_to_right, right_to_left = directional[0], directional[1]
     left = torch.cat([right_to_left[:, :, :2], left_to_right], dim=2)

@@ -28,7 +28,9 @@ class PatternComparator(nn.Module):
     """Pseudo-Siamese CNN comparing a generated patch with the real one.
 
     Each input has its own first two conv-BN-ReLU blocks (each followed by a 2x max-pool); the third
-    block is shared by both branches. The concatenated features feed two fully connected layers (the
+    block's convolution is shared by both branches, its BatchNorm is not: the branches see different
+    images (predictions and real patches), so each keeps its own statistics, and training (per-branch
+    batches) and evaluation normalise alike. The concatenated features feed two fully connected layers (the
     logit of the probability that the patches match) and two conv blocks (logits of the difference
     mask at a quarter of the patch size).
 
@@ -43,7 +45,9 @@ class PatternComparator(nn.Module):
         super().__init__()
         self.generated_branch = self._branch(in_chans, width)
         self.real_branch = self._branch(in_chans, width)
-        self.shared_block = conv_block(2 * width, 4 * width)
+        self.shared_conv = nn.Conv2d(2 * width, 4 * width, kernel_size=3, padding=1, bias=False)
+        self.generated_norm = nn.BatchNorm2d(4 * width)
+        self.real_norm = nn.BatchNorm2d(4 * width)
         feature_hw = (patch_hw[0] // COMPARATOR_DOWNSAMPLING, patch_hw[1] // COMPARATOR_DOWNSAMPLING)
         self.similarity_head = nn.Sequential(
             nn.Flatten(),
@@ -70,7 +74,10 @@ class PatternComparator(nn.Module):
             Match logits ``[M]`` and difference-mask logits ``[M, 1, h / 4, w / 4]``.
         """
         features = torch.cat(
-            [self.shared_block(self.generated_branch(generated)), self.shared_block(self.real_branch(real))],
+            [
+                torch.relu(self.generated_norm(self.shared_conv(self.generated_branch(generated)))),
+                torch.relu(self.real_norm(self.shared_conv(self.real_branch(real)))),
+            ],
             dim=1,
         )
         return self.similarity_head(features).squeeze(1), self.mask_head(features)

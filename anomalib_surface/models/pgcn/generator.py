@@ -99,11 +99,16 @@ class SwinEncoder(nn.Module):
 
 
 class SwinDecoder(nn.Module):
-    """Decoder of the two encoders' features, deepest stage first.
+    """Decoder of the two encoders' features, deepest stage first (the paper's eqs. 1-3).
 
-    The deepest stage concatenates the two encoders' deepest features and projects them linearly to
-    its width; every shallower stage takes the sum of both encoders' features at its resolution and
-    the patch-expanded output of the stage below. Each stage then runs Swin blocks.
+    - deepest stage (eq. 1): the sum of both encoders' deepest features;
+    - middle stages (eq. 2): the sum of both encoders' features at the stage's resolution and the
+      patch-expanded output of the stage below;
+    - finest stage (eq. 3): the concatenation of both encoders' first-stage features and the
+      patch-expanded output of the stage below (``3C`` channels), projected linearly to ``C``.
+
+    Sums mix "far" and "near" where the features are coarse; the concatenation keeps them apart where
+    the prediction's detail is decided. Each stage then runs Swin blocks.
 
     Args:
         token_grid: Token grid ``(h, w)`` of the first encoder stage.
@@ -121,7 +126,7 @@ class SwinDecoder(nn.Module):
     ) -> None:
         super().__init__()
         dims = _stage_dims(embed_dim, len(depths))
-        self.bottom_projection = nn.Linear(2 * dims[-1], dims[-1])
+        self.top_projection = nn.Linear(3 * dims[0], dims[0])
         self.stages = nn.ModuleList(
             SwinTransformerStage(
                 dim=dims[stage],
@@ -139,10 +144,15 @@ class SwinDecoder(nn.Module):
 
     def forward(self, far: list[torch.Tensor], near: list[torch.Tensor]) -> list[torch.Tensor]:
         """Decode per-stage encoder features (shallowest first) into per-stage outputs, deepest first."""
-        decoded = self.stages[-1](self.bottom_projection(torch.cat([far[-1], near[-1]], dim=-1)))
+        decoded = self.stages[-1](far[-1] + near[-1])
         outputs = [decoded]
         for stage in reversed(range(len(self.stages) - 1)):
-            decoded = self.stages[stage](far[stage] + near[stage] + self.expands[stage](decoded))
+            expanded = self.expands[stage](decoded)
+            if stage == 0:
+                inputs = self.top_projection(torch.cat([far[0], near[0], expanded], dim=-1))
+            else:
+                inputs = far[stage] + near[stage] + expanded
+            decoded = self.stages[stage](inputs)
             outputs.append(decoded)
         return outputs
 

@@ -34,20 +34,23 @@ from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torchmetrics.classification import BinaryAUROC
 from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_surface.components import SyntheticAnomalyGenerator, paths_of_test_split
-from anomalib_surface.components.checks import require_int, require_number, require_unnormalised_inputs
+from anomalib_surface.components.checks import require_unnormalised_inputs
 from anomalib_surface.components.phase_schedule import PhaseSchedule
 from anomalib_surface.components.surface_module import SurfaceModule
-from anomalib_surface.components.checks import Boolean, Integer, Items, Number, Optional, Text, check_options
+from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Size, Text, check_options
 from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
 from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 
 from .batch_norm import PreciseBatchNorm
 from .loss import ComparatorLoss
-from .patches import sample_triplets
+from .pairs import comparator_pairs
+from .patches import SCAN_ORDERS, sample_triplets
+from .pretrain import load_generator_weights
 from .torch_model import PgcnModel
 
 __all__ = ["Pgcn"]
@@ -66,7 +69,7 @@ def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
 
 
 OPTION_RULES = {
-    "image_size": Optional(Items(Integer(1, 8192), length=2)),
+    "image_size": Optional(Size(8192)),
     "grid_size": Integer(2, 64),
     "patch_size": Integer(1, 64),
     "embed_dim": Integer(1, MAX_WIDTH),
@@ -85,6 +88,10 @@ OPTION_RULES = {
     "anomaly_probability": Number(0.0, 1.0, strict=False),
     "recalibrate_batch_norm": Boolean(),
     "generator_ratio": Number(0.0, 1.0, strict=False),
+    "scan": Choice(SCAN_ORDERS),
+    "generator_weights_path": Optional(Text()),
+    "wrong_prediction_probability": Number(0.0, 1.0, strict=False),
+    "min_visible_change": Number(0.0, 1.0, strict=False),
 }
 """Checks of every constructor option (types, ranges, finite values, bounds on structural sizes), at build and
 when ``load_from_checkpoint`` rebuilds the model from its saved hyper-parameters."""
@@ -120,11 +127,23 @@ class Pgcn(AnomalibModule, SurfaceModule):
         comparator_hidden (int): Units of the comparator's first fully connected layer. Defaults to ``128``.
         bidirectional (bool): Intersect the left-to-right and right-to-left results (paper); ``False`` keeps
             left to right only. Defaults to ``True``.
+        scan (str): ``"raster"``: the grid is one raster-order sequence of patches (paper's Fig. 4), so both
+            directions exist for all patches but the first and last two; ``"row"``: every row on its own, both
+            directions exist in columns ``2 .. N-3`` only (none at ``N = 4``). Defaults to ``"raster"``.
+        generator_weights_path (str | Path | None): Generator weights from
+            ``python -m anomalib_surface.models.pgcn.pretrain`` (pretrained on a pool of other patterns, the
+            stand-in for the paper's ImageNet + own data), loaded before training; phase 1 then fine-tunes
+            them. ``None`` starts from random weights. Defaults to ``None``.
         generator_ratio (float): Share of the training epochs spent in the generator phase, the rest in the
             comparator phase (paper: 100 of 150 epochs). Defaults to ``2 / 3``.
         learning_rate (float): Adam learning rate of the generator. Defaults to ``1e-4``.
         comparator_learning_rate (float): Adam learning rate of the comparator. Defaults to ``1e-4``.
         triplets_per_image (int): Random three-patch strips drawn per training image and step. Defaults to ``8``.
+        wrong_prediction_probability (float): Chance that a defect-free comparator strip becomes a
+            wrong-prediction pair (a prediction from another strip's context against the clean real patch;
+            see :mod:`~anomalib_surface.models.pgcn.pairs`). Defaults to ``0.25``.
+        min_visible_change (float): Least fraction of a patch that visibly changed for a mismatching pair to
+            be used (less visible ones become matching pairs with the clean patch). Defaults to ``0.05``.
         mask_loss_weight (float): Weight of the comparator's mask term. Defaults to ``1.0``.
         anomaly_source_path (str | Path | None): Folder of images filling the synthetic anomalies of phase 2
             (e.g. DTD); ``None`` fills them from other training images. Defaults to ``None``.
@@ -160,10 +179,14 @@ class Pgcn(AnomalibModule, SurfaceModule):
         comparator_width: int = 16,
         comparator_hidden: int = 128,
         bidirectional: bool = True,
+        scan: str = "raster",
+        generator_weights_path: str | Path | None = None,
         generator_ratio: float = 2 / 3,
         learning_rate: float = 1e-4,
         comparator_learning_rate: float = 1e-4,
         triplets_per_image: int = 8,
+        wrong_prediction_probability: float = 0.25,
+        min_visible_change: float = 0.05,
         mask_loss_weight: float = 1.0,
         anomaly_source_path: str | Path | None = None,
         anomaly_probability: float = 0.75,
@@ -185,17 +208,6 @@ class Pgcn(AnomalibModule, SurfaceModule):
         )
         self.image_size = self._resolve_image_size(size)
         self.hparams["image_size"] = self.image_size
-        for name, value in (
-            ("triplets_per_image", triplets_per_image),
-            ("patch_size", patch_size),
-            ("window_size", window_size),
-            ("comparator_width", comparator_width),
-            ("comparator_hidden", comparator_hidden),
-        ):
-            require_int(name, value, 1)
-        require_number("mask_loss_weight", mask_loss_weight, 0.0, strict=False)
-        require_number("learning_rate", learning_rate)
-        require_number("comparator_learning_rate", comparator_learning_rate)
         if not 0 < generator_ratio < 1:
             msg = f"generator_ratio must be in (0, 1): both phases train, got {generator_ratio!r}."
             raise ValueError(msg)
@@ -211,8 +223,11 @@ class Pgcn(AnomalibModule, SurfaceModule):
             mlp_ratio=mlp_ratio,
             comparator_width=comparator_width,
             comparator_hidden=comparator_hidden,
-            bidirectional=bidirectional,
+            direction="both" if bidirectional else "left_to_right",
+            scan=scan,
         )
+        if generator_weights_path is not None:
+            load_generator_weights(self.model.generator, generator_weights_path)
         self.loss = ComparatorLoss(mask_weight=mask_loss_weight)
         self.augmenter = SyntheticAnomalyGenerator(
             anomaly_source_path=anomaly_source_path,
@@ -221,6 +236,9 @@ class Pgcn(AnomalibModule, SurfaceModule):
         self.learning_rate = learning_rate
         self.comparator_learning_rate = comparator_learning_rate
         self.triplets_per_image = triplets_per_image
+        self.wrong_prediction_probability = wrong_prediction_probability
+        self.min_visible_change = min_visible_change
+        self.generator_gate = BinaryAUROC()
         self.comparator_batch_norm = PreciseBatchNorm(self.model.comparator) if recalibrate_batch_norm else None
 
     def _resolve_image_size(self, size: tuple[int, int] | None) -> tuple[int, int]:
@@ -296,7 +314,6 @@ class Pgcn(AnomalibModule, SurfaceModule):
         if comparator_phase and self.comparator_batch_norm is not None:
             self.comparator_batch_norm.start()
 
-
     def on_train_end(self) -> None:
         """Restore the comparator's BatchNorm momenta (the recalibrated statistics are kept)."""
         if self.comparator_batch_norm is not None:
@@ -309,23 +326,34 @@ class Pgcn(AnomalibModule, SurfaceModule):
         return {"generator_mse": F.mse_loss(generated, strips[:, 2])}
 
     def comparator_step(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Phase 2: comparator loss on strips whose last patch may carry a synthetic anomaly.
+        """Phase 2: comparator loss on defect, wrong-prediction and matching pairs (:mod:`.pairs`).
 
         The first two patches of a strip come from the clean image and feed the frozen generator; the
-        third comes from the same image with synthetic anomalies, whose mask gives the targets.
+        third comes from the same image with synthetic anomalies. The generator gate (patch AUROC of
+        ``mean |generated - real|`` alone, defect pairs against matching pairs) is updated on the way:
+        it says whether the generator's predictions separate defects before any comparator is involved.
         """
         channels = images.shape[1]
         augmented, masks = self.augmenter(images)
         stacked = torch.cat([images, augmented, masks], dim=1)
         strips = sample_triplets(stacked, self.model.patch_hw, self.triplets_per_image)
-        with torch.no_grad():
-            generated = self.model.generator(strips[:, 0, :channels], strips[:, 1, :channels])
-        real, real_masks = strips[:, 2, channels : 2 * channels], strips[:, 2, 2 * channels :]
-        terms = self.loss(*self.model.comparator(generated, real), real_masks)
+        pairs = comparator_pairs(
+            self.model.generator,
+            strips[:, :, :channels],
+            strips[:, 2, channels : 2 * channels],
+            strips[:, 2, 2 * channels :],
+            self.wrong_prediction_probability,
+            self.min_visible_change,
+        )
+        gate = pairs.kind < 2  # noqa: PLR2004 - defect (1) and matching (0) pairs
+        if gate.any():
+            errors = (pairs.generated[gate] - pairs.real[gate]).abs().flatten(1).mean(dim=1)
+            self.generator_gate.update(errors, pairs.kind[gate])
+        terms = self.loss(*self.model.comparator(pairs.generated, pairs.real), pairs.masks)
         return {
             "comparator_loss": terms["loss"],
             "comparator_mask_bce": terms["mask"],
-            "comparator_hinge": terms["hinge"],
+            "comparator_match_bce": terms["match"],
         }
 
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
@@ -342,6 +370,8 @@ class Pgcn(AnomalibModule, SurfaceModule):
             terms = self.comparator_step(batch.image)
             loss = terms.pop("comparator_loss")
         self.log_train_losses(loss, terms, batch_size=len(batch.image))
+        if self.current_phase == "comparator":
+            self.log("train_generator_gate_auroc", self.generator_gate, on_step=False, on_epoch=True)
         return {"loss": loss}
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:

@@ -5,14 +5,14 @@ Phase 1 (generator): mean squared error between the predicted and the real third
 Phase 2 (comparator, generator frozen):
 
 - mask term: binary cross-entropy between the predicted difference mask (logits at 1/4 of the patch
-  size) and the synthetic-anomaly mask averaged over the same 4x4 cells (soft targets in [0, 1]).
+  size) and the pair's difference mask averaged over the same 4x4 cells (soft targets in [0, 1]).
   The paper's printed mask term is degenerate; BCE is used instead.
-- hinge term: ``max(0, 1 - y * P)`` with ``y = +1`` for a matching pair (no anomalous pixel in the real
-  patch) and ``y = -1`` otherwise, and ``P = 2 * p - 1`` in ``[-1, 1]`` the similarity ``p`` (match
-  probability) rescaled. Since ``|P| <= 1`` the hinge never clips: it equals ``2 * (1 - p)`` for matches
-  and ``2 * p`` for mismatches.
+- match term: binary cross-entropy on the match logit, target 1 for a matching pair (empty difference
+  mask) and 0 otherwise. The paper's hinge ``max(0, 1 - y * P)`` on ``P = 2 * p - 1`` is linear in the
+  probability ``p``, so its gradient with respect to the logit, ``2 * p * (1 - p)``, vanishes on
+  confident mistakes; the logistic loss's gradient ``p - target`` does not.
 
-``loss = mask_weight * mask term + hinge term``.
+``loss = mask_weight * mask term + match term``.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-__all__ = ["ComparatorLoss", "match_labels"]
+__all__ = ["ComparatorLoss", "match_targets"]
 
 
-def match_labels(masks: torch.Tensor) -> torch.Tensor:
-    """Hinge labels of ``[M, 1, h, w]`` real-patch anomaly masks: ``+1`` if empty (match), else ``-1``."""
-    return torch.where(masks.flatten(1).amax(dim=1) > 0, -1.0, 1.0)
+def match_targets(masks: torch.Tensor) -> torch.Tensor:
+    """Match targets of ``[M, 1, h, w]`` difference masks: ``1.0`` if empty (match), else ``0.0``."""
+    return (masks.flatten(1).amax(dim=1) <= 0).float()
 
 
 class ComparatorLoss(nn.Module):
-    """Mask BCE plus similarity hinge of the comparator (see the module docstring).
+    """Mask BCE plus match BCE of the comparator (see the module docstring).
 
     Args:
         mask_weight: Weight of the mask term.
@@ -51,13 +51,12 @@ class ComparatorLoss(nn.Module):
         Args:
             match_logits: ``[M]`` logits of the match probability.
             mask_logits: ``[M, 1, h', w']`` difference-mask logits.
-            masks: ``[M, 1, h, w]`` synthetic-anomaly masks of the real patches (0/1).
+            masks: ``[M, 1, h, w]`` difference masks of the pairs (0/1).
 
         Returns:
-            ``{"mask": ..., "hinge": ..., "loss": mask_weight * mask + hinge}`` scalar tensors.
+            ``{"mask": ..., "match": ..., "loss": mask_weight * mask + match}`` scalar tensors.
         """
         mask_targets = F.adaptive_avg_pool2d(masks, mask_logits.shape[-2:])
         mask_term = F.binary_cross_entropy_with_logits(mask_logits, mask_targets)
-        similarity = 2 * torch.sigmoid(match_logits) - 1
-        hinge = torch.clamp(1 - match_labels(masks) * similarity, min=0).mean()
-        return {"mask": mask_term, "hinge": hinge, "loss": self.mask_weight * mask_term + hinge}
+        match_term = F.binary_cross_entropy_with_logits(match_logits, match_targets(masks))
+        return {"mask": mask_term, "match": match_term, "loss": self.mask_weight * mask_term + match_term}

@@ -3,14 +3,32 @@
 An image ``[B, C, H, W]`` is an ``N x N`` grid of ``h x w`` patches (``h = H / N``, ``w = W / N``).
 The pattern generator predicts a patch from the two patches before it along a row: left to right,
 patch ``(r, c)`` from ``(r, c - 2)`` ("far") and ``(r, c - 1)`` ("near"); right to left, from
-``(r, c + 2)`` and ``(r, c + 1)``.
+``(r, c + 2)`` and ``(r, c + 1)``. Right-to-left triplets are *mirrored* (every patch flipped
+horizontally, :func:`mirror`): a mirrored right-to-left strip is a left-to-right strip of the mirrored
+image, so the generator always predicts rightwards and never has to guess the direction.
+
+With ``scan="raster"`` the grid is read as one sequence of ``N * N`` patches in raster order (row
+after row), as in the paper's Fig. 4, which numbers the patches 1 to 36: every patch but the first two
+and the last two then has a prediction in both directions.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["directional_triplets", "merge_patches", "sample_triplets", "split_patches"]
+__all__ = [
+    "SCAN_ORDERS",
+    "check_scan_order",
+    "directional_triplets",
+    "merge_patches",
+    "mirror",
+    "sample_triplets",
+    "scan_sequence",
+    "split_patches",
+]
+
+SCAN_ORDERS = ("row", "raster")
+"""How a grid is read: each row on its own, or all rows as one raster-order sequence."""
 
 
 def split_patches(images: torch.Tensor, grid_size: int) -> torch.Tensor:
@@ -30,21 +48,45 @@ def merge_patches(patches: torch.Tensor) -> torch.Tensor:
     return patches.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, rows * patch_h, cols * patch_w)
 
 
-def directional_triplets(grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All ``(far, near, target)`` patch triplets of a grid, left-to-right first, then right-to-left.
+def mirror(patches: torch.Tensor) -> torch.Tensor:
+    """Flip ``[..., h, w]`` patches horizontally (its own inverse)."""
+    return patches.flip(-1)
+
+
+def check_scan_order(scan: str) -> None:
+    """Raise a ``ValueError`` naming ``scan`` unless it is one of :data:`SCAN_ORDERS`."""
+    if scan not in SCAN_ORDERS:
+        msg = f"scan must be one of {SCAN_ORDERS}, got {scan!r}."
+        raise ValueError(msg)
+
+
+def scan_sequence(grid: torch.Tensor, scan: str) -> torch.Tensor:
+    """The rows of patch sequences that :func:`directional_triplets` reads.
 
     Args:
-        grid: Patch grid ``[B, N, N, C, h, w]`` with ``N >= 3``.
+        grid: Patch grid ``[B, N, N, ...]``.
+        scan: ``"row"``: every grid row is a sequence (``[B, N, N, ...]`` unchanged); ``"raster"``: the
+            whole grid is one sequence in raster order (``[B, 1, N * N, ...]``).
+    """
+    check_scan_order(scan)
+    return grid if scan == "row" else grid.flatten(1, 2).unsqueeze(1)
+
+
+def directional_triplets(sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All ``(far, near, target)`` patch triplets of rows of patch sequences, left-to-right first.
+
+    Args:
+        sequences: ``[B, R, L, C, h, w]`` rows of ``L >= 3`` patches (a grid, or :func:`scan_sequence`).
 
     Returns:
-        ``far``, ``near`` and ``target``, each ``[2, B, N, N - 2, C, h, w]``: index 0 holds the
-        left-to-right triplets with targets in columns ``2 .. N-1``, index 1 the right-to-left
-        triplets with targets in columns ``0 .. N-3``.
+        ``far``, ``near`` and ``target``, each ``[2, B, R, L - 2, C, h, w]``: index 0 holds the
+        left-to-right triplets with targets at positions ``2 .. L-1``, index 1 the right-to-left
+        triplets with targets at positions ``0 .. L-3``, mirrored (:func:`mirror`).
     """
-    first, middle, last = grid[:, :, :-2], grid[:, :, 1:-1], grid[:, :, 2:]
-    far = torch.stack([first, last])
-    near = torch.stack([middle, middle])
-    target = torch.stack([last, first])
+    first, middle, last = sequences[:, :, :-2], sequences[:, :, 1:-1], sequences[:, :, 2:]
+    far = torch.stack([first, mirror(last)])
+    near = torch.stack([middle, mirror(middle)])
+    target = torch.stack([last, mirror(first)])
     return far, near, target
 
 
@@ -52,7 +94,8 @@ def sample_triplets(images: torch.Tensor, patch_size: tuple[int, int], count: in
     """Random horizontal strips of three adjacent patches, each read left to right or right to left.
 
     Strips start at any pixel (not only on the grid), so training sees every alignment of the
-    pattern; each strip is reversed with probability 1/2 so both directions are learned.
+    pattern; each strip is mirrored (read right to left, every patch flipped, as in
+    :func:`directional_triplets`) with probability 1/2, so the generator learns the pattern's mirror image too.
 
     Args:
         images: ``[B, C, H, W]`` images (any channels, e.g. image, augmented image and mask stacked).
@@ -77,4 +120,4 @@ def sample_triplets(images: torch.Tensor, patch_size: tuple[int, int], count: in
     strips = images.permute(0, 2, 3, 1)[owner[:, None, None], rows[:, :, None], cols[:, None, :]]
     strips = strips.reshape(num, patch_h, 3, patch_w, channels).permute(0, 2, 4, 1, 3)
     reverse = torch.rand(num, device=device) < 0.5  # noqa: PLR2004
-    return torch.where(reverse[:, None, None, None, None], strips.flip(1), strips)
+    return torch.where(reverse[:, None, None, None, None], mirror(strips.flip(1)), strips)

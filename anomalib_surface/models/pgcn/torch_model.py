@@ -24,9 +24,12 @@ from anomalib_surface.components.intersection import intersect_predictions
 from .anomaly_map import complete_directions, patch_masks_to_map
 from .comparator import COMPARATOR_DOWNSAMPLING, PatternComparator
 from .generator import PatternGenerator
-from .patches import directional_triplets, split_patches
+from .patches import check_scan_order, directional_triplets, mirror, scan_sequence, split_patches
 
-__all__ = ["PgcnModel", "validate_patch_grid", "validate_swin_options"]
+__all__ = ["DIRECTIONS", "PgcnModel", "validate_patch_grid", "validate_swin_options"]
+
+DIRECTIONS = ("both", "left_to_right", "right_to_left")
+"""What :meth:`PgcnModel.forward` returns: the intersection of both directions, or one direction alone."""
 
 
 def _valid_side(side: int, patch_size: int, window_size: int, num_stages: int) -> bool:
@@ -109,14 +112,16 @@ def validate_swin_options(grid_size: int, embed_dim: int, depths: Sequence[int],
 class PgcnModel(nn.Module):
     """PGCN: pattern generation and comparison over an ``N x N`` patch grid, in both row directions.
 
-    Every patch with two preceding neighbours in a direction is predicted by the generator from
-    them (real patches as inputs, so each prediction is independent) and compared with the real
-    patch. The first two patches of a row going left to right (the last two going right to left)
-    take the other direction's result. A patch's anomaly score is the probability that prediction
-    and patch do not match; its map is the comparator's difference mask, upsampled to the patch.
-    With ``bidirectional=True`` scores and maps are the minimum of the two directions
+    The grid is scanned row by row (``scan="row"``) or as one raster-order sequence (``scan="raster"``,
+    the paper's Fig. 4). Every patch with two preceding neighbours in a direction is predicted by the
+    generator from them (real patches as inputs, so each prediction is independent; right-to-left
+    triplets mirrored) and compared with the real patch. The first two patches of a sequence going left
+    to right (the last two going right to left) take the other direction's result. A patch's anomaly
+    score is the probability that prediction and patch do not match; its map is the comparator's
+    difference mask, upsampled to the patch.
+    With ``direction="both"`` scores and maps are the minimum of the two directions
     (``C_i = LC_i ∩ RC_i``, :func:`~anomalib_surface.components.intersection.intersect_predictions`),
-    otherwise the left-to-right ones. The image score is the maximum patch score.
+    otherwise those of the one direction. The image score is the maximum patch score.
 
     Args:
         image_size: Input ``(H, W)``; ``H / N`` and ``W / N`` must pass :func:`validate_patch_grid`.
@@ -129,7 +134,10 @@ class PgcnModel(nn.Module):
         mlp_ratio: Hidden width of the Swin and head MLPs relative to their input.
         comparator_width: Channels of the comparator's first block.
         comparator_hidden: Units of the comparator's first fully connected layer.
-        bidirectional: Intersect both directions in ``forward``.
+        direction: One of :data:`DIRECTIONS`, what ``forward`` returns (an attribute that may be changed
+            after training, e.g. to compare the directions).
+        scan: ``"raster"`` (the grid as one sequence: both directions exist for all patches but four) or
+            ``"row"`` (every row on its own: both directions exist in columns ``2 .. N-3`` only).
     """
 
     def __init__(
@@ -144,14 +152,20 @@ class PgcnModel(nn.Module):
         mlp_ratio: float = 4.0,
         comparator_width: int = 16,
         comparator_hidden: int = 128,
-        bidirectional: bool = True,
+        direction: str = "both",
+        scan: str = "raster",
     ) -> None:
         super().__init__()
         validate_swin_options(grid_size, embed_dim, depths, num_heads)
+        check_scan_order(scan)
+        self.scan = scan
         self.image_size = tuple(image_size)
         self.grid_size = grid_size
         self.patch_hw = validate_patch_grid(self.image_size, grid_size, patch_size, window_size, len(depths))
-        self.bidirectional = bidirectional
+        if direction not in DIRECTIONS:
+            msg = f"direction must be one of {DIRECTIONS}, got {direction!r}."
+            raise ValueError(msg)
+        self.direction = direction
         self.generator = PatternGenerator(
             self.patch_hw,
             patch_size,
@@ -163,6 +177,12 @@ class PgcnModel(nn.Module):
         )
         self.comparator = PatternComparator(self.patch_hw, width=comparator_width, hidden=comparator_hidden)
 
+    @property
+    def bidirectional(self) -> bool:
+        """Whether ``forward`` already intersects both directions (the directional-model protocol of
+        :class:`~anomalib_surface.post_processing.bidirectional.BidirectionalIntersection`)."""
+        return self.direction == "both"
+
     def forward_directional(self, images: torch.Tensor) -> tuple[InferenceBatch, InferenceBatch]:
         """Left-to-right and right-to-left predictions of ``[B, 3, H, W]`` images in ``[0, 1]``.
 
@@ -173,21 +193,30 @@ class PgcnModel(nn.Module):
         if tuple(images.shape[-2:]) != self.image_size:
             msg = f"PGCN was built for {self.image_size} images, got {tuple(images.shape[-2:])}."
             raise ValueError(msg)
-        far, near, target = directional_triplets(split_patches(images, self.grid_size))
+        far, near, target = directional_triplets(scan_sequence(split_patches(images, self.grid_size), self.scan))
         layout = far.shape[:4]
         generated = self.generator(far.flatten(0, 3), near.flatten(0, 3))
         match_logits, mask_logits = self.comparator(generated, target.flatten(0, 3))
-        scores = complete_directions(torch.sigmoid(-match_logits).reshape(layout))
-        masks = complete_directions(torch.sigmoid(mask_logits).reshape(*layout, *mask_logits.shape[1:]))
+        masks = torch.sigmoid(mask_logits).reshape(*layout, *mask_logits.shape[1:])
+        masks = torch.stack([masks[0], mirror(masks[1])])  # right-to-left masks back to the image's orientation
+        grid = (images.shape[0], self.grid_size, self.grid_size)
         return tuple(
-            InferenceBatch(pred_score=score, anomaly_map=patch_masks_to_map(mask, self.patch_hw))
-            for score, mask in zip(scores, masks, strict=True)
+            InferenceBatch(
+                pred_score=score.reshape(grid),
+                anomaly_map=patch_masks_to_map(mask.reshape(*grid, *mask.shape[3:]), self.patch_hw),
+            )
+            for score, mask in zip(
+                complete_directions(torch.sigmoid(-match_logits).reshape(layout)),
+                complete_directions(masks),
+                strict=True,
+            )
         )
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Image scores ``[B]`` and anomaly maps ``[B, 1, H, W]`` of ``[B, 3, H, W]`` images in ``[0, 1]``."""
         images, nonfinite = replace_nonfinite(images)
         left, right = self.forward_directional(images)
-        if self.bidirectional:
+        if self.direction == "both":
             return mark_nonfinite(intersect_predictions(left, right), nonfinite)
-        return mark_nonfinite(InferenceBatch(pred_score=left.pred_score.flatten(1).amax(dim=1), anomaly_map=left.anomaly_map), nonfinite)
+        single = left if self.direction == "left_to_right" else right
+        return mark_nonfinite(InferenceBatch(pred_score=single.pred_score.flatten(1).amax(dim=1), anomaly_map=single.anomaly_map), nonfinite)

@@ -22,8 +22,15 @@ from anomalib_surface.models.pgcn import Pgcn
 from anomalib_surface.models.pgcn.anomaly_map import complete_directions, patch_masks_to_map
 from anomalib_surface.models.pgcn.comparator import PatternComparator
 from anomalib_surface.models.pgcn.generator import PatternGenerator
-from anomalib_surface.models.pgcn.loss import ComparatorLoss, match_labels
-from anomalib_surface.models.pgcn.patches import directional_triplets, merge_patches, sample_triplets, split_patches
+from anomalib_surface.models.pgcn.loss import ComparatorLoss, match_targets
+from anomalib_surface.models.pgcn.pairs import comparator_pairs
+from anomalib_surface.models.pgcn.patches import (
+    directional_triplets,
+    merge_patches,
+    sample_triplets,
+    scan_sequence,
+    split_patches,
+)
 from anomalib_surface.models.pgcn.torch_model import PgcnModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,6 +67,14 @@ def test_directional_triplets_and_completion() -> None:
     assert target[column].tolist() == [[2, 3, 4], [0, 1, 2]]
     assert near[column].tolist() == [[1, 2, 3], [1, 2, 3]]
     assert far[column].tolist() == [[0, 1, 2], [2, 3, 4]]
+    pixels = torch.arange(4.0).view(1, 1, 1, 1, 1, 4).expand(1, 1, 3, 1, 2, 4)  # a row of 3 patches, pixel value = x
+    pixel_far, _, pixel_target = directional_triplets(pixels)
+    assert pixel_far[1, 0, 0, 0, 0, 0].tolist() == [3, 2, 1, 0]  # right-to-left triplets are mirrored
+    assert pixel_target[1, 0, 0, 0, 0, 0].tolist() == [3, 2, 1, 0]
+    assert pixel_far[0, 0, 0, 0, 0, 0].tolist() == [0, 1, 2, 3]
+    raster = scan_sequence(_columns_grid(grid=3), "raster")
+    assert raster.shape == (1, 1, 9, 1, 2, 2)
+    assert raster[0, 0, :, 0, 0, 0].tolist() == [0, 1, 2] * 3  # rows one after the other
 
     # Results tagged 10 + target column (left to right) and 20 + target column (right to left).
     directional = torch.stack([10 + target[0, :, :, :, 0, 0, 0], 20 + target[1, :, :, :, 0, 0, 0]])
@@ -85,7 +100,10 @@ def test_sampled_triplets_are_adjacent_patches_in_both_directions() -> None:
     steps = strips[:, 1:, 0, 0, 0] - strips[:, :-1, 0, 0, 0]  # x offsets far -> near -> target
     assert set(steps.flatten().tolist()) == {-8.0, 8.0}
     assert torch.equal(steps[:, 0], steps[:, 1])  # a straight line of three patches
-    assert torch.equal(strips[:, :, 0, :, 1:] - strips[:, :, 0, :, :-1], torch.ones(64, 3, 8, 7))  # whole patches
+    # whole patches, read as one contiguous strip: mirrored strips (right to left) run backwards pixel by pixel
+    rows = strips[:, :, 0, 0].flatten(1)  # [64, 24] the strip's first pixel row, far to target
+    assert torch.equal((rows[:, 1:] - rows[:, :-1]).abs(), torch.ones(64, 23))
+    assert torch.equal(rows[:, 1:] - rows[:, :-1], torch.sign(steps[:, :1]).expand(64, 23))
     with pytest.raises(ValueError, match="do not fit"):
         sample_triplets(images, (8, 17), count=1)
 
@@ -111,39 +129,68 @@ def test_generator_output_shape_and_loss_decrease() -> None:
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_comparator_shares_only_its_third_block() -> None:
+def test_comparator_shares_only_its_third_convolution() -> None:
     torch.manual_seed(0)
-    comparator = PatternComparator((16, 16), width=4, hidden=8).eval()
+    comparator = PatternComparator((16, 16), width=4, hidden=8)
     generated_params = dict(comparator.generated_branch.named_parameters())
     real_params = dict(comparator.real_branch.named_parameters())
     assert generated_params.keys() == real_params.keys()
     assert all(generated_params[name] is not real_params[name] for name in generated_params)
-    calls = []
-    comparator.shared_block.register_forward_hook(lambda *_: calls.append(1))
-
-    generated, real = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    generated, real = torch.rand(4, 3, 16, 16), 0.5 + torch.rand(4, 3, 16, 16)  # different statistics
+    comparator(generated, real)  # training mode: each branch updates its own BatchNorm
+    assert not torch.allclose(comparator.generated_norm.running_mean, comparator.real_norm.running_mean)
+    comparator.eval()
     with torch.no_grad():
-        before = comparator.shared_block(comparator.real_branch(real))
         match_logits, mask_logits = comparator(generated, real)
-        assert len(calls) == 3  # once above, once per branch in forward
-        assert match_logits.shape == (2,)
-        assert mask_logits.shape == (2, 1, 4, 4)
-
+        assert match_logits.shape == (4,)
+        assert mask_logits.shape == (4, 1, 4, 4)
+        before = comparator.shared_conv(comparator.real_branch(real))
         comparator.generated_branch[0][0].weight.add_(1.0)  # an unshared block: the real branch is unaffected
-        assert torch.equal(comparator.shared_block(comparator.real_branch(real)), before)
-        comparator.shared_block[0].weight.add_(1.0)  # the shared block: both branches change
-        assert not torch.equal(comparator.shared_block(comparator.real_branch(real)), before)
+        assert torch.equal(comparator.shared_conv(comparator.real_branch(real)), before)
 
 
-def test_comparator_loss_terms() -> None:
+def test_comparator_loss_gradient_does_not_vanish_on_confident_mistakes() -> None:
     masks = torch.zeros(2, 1, 8, 8)
     masks[1, :, :4, :4] = 1
-    assert match_labels(masks).tolist() == [1.0, -1.0]
+    assert match_targets(masks).tolist() == [1.0, 0.0]
     perfect = ComparatorLoss()(torch.tensor([20.0, -20.0]), torch.full((2, 1, 2, 2), -20.0), masks)
-    assert perfect["hinge"] < 1e-6  # matches predicted as matches
-    wrong = ComparatorLoss(mask_weight=2.0)(torch.tensor([20.0, 20.0]), torch.full((2, 1, 2, 2), -20.0), masks)
-    assert torch.isclose(wrong["hinge"], torch.tensor(1.0))  # the mismatch costs 1 - (-1)(1) = 2, mean 1
-    assert torch.isclose(wrong["loss"], 2 * wrong["mask"] + wrong["hinge"])
+    assert perfect["match"] < 1e-6  # a match and a mismatch, both predicted right
+    logits = torch.tensor([-20.0, 20.0], requires_grad=True)  # both confidently wrong
+    wrong = ComparatorLoss(mask_weight=2.0)(logits, torch.full((2, 1, 2, 2), -20.0), masks)
+    assert torch.isclose(wrong["loss"], 2 * wrong["mask"] + wrong["match"])
+    wrong["match"].backward()
+    assert torch.allclose(logits.grad.abs(), torch.full((2,), 0.5))  # |p - target| / M: no vanishing at p = 0 or 1
+
+
+def test_comparator_pairs_are_visible_and_include_wrong_predictions() -> None:
+    torch.manual_seed(0)
+    count, size = 64, 8
+    strips = torch.rand(count, 3, 3, size, size)
+    masks = torch.zeros(count, 1, size, size)
+    masks[: count // 2, :, :4, :4] = 1  # defects on the first half
+    masks[:8, :, :1, :1] = 1  # ... of which 8 are a single pixel: invisible
+    masks[:8, :, 1:4] = 0
+    masks[:8, :, :, 1:] = 0
+    defective = strips[:, 2] * (1 - masks) + masks * (1 - strips[:, 2])
+    defective[8:16] = strips[8:16, 2] * (1 - masks[8:16]) + masks[8:16] * (strips[8:16, 2] + 0.01)  # faint: invisible
+    generator = lambda far, near: near  # noqa: E731 - predicts the near patch: contexts differ per strip
+    pairs = comparator_pairs(generator, strips, defective, masks, wrong_prediction_probability=0.5,
+                             min_visible_change=0.05)
+    assert set(pairs.kind.tolist()) == {0, 1, 2}
+    assert pairs.kind.shape == (count,)  # one pair per strip
+    assert (pairs.kind == 1).sum() == count // 2 - 16  # invisible and faint defects ...
+    assert torch.equal(pairs.real[:16], strips[:16, 2])  # ... become matching pairs with the clean patch
+    assert (pairs.kind[:16] == 0).all()
+    mismatch = pairs.kind > 0
+    assert (pairs.masks[mismatch].flatten(1).mean(1) >= 0.05).all()
+    assert (pairs.masks[~mismatch] == 0).all()
+    wrong = pairs.kind == 2  # noqa: PLR2004
+    assert wrong.any()
+    # wrong-prediction pairs: a clean real patch against the prediction from another strip's context
+    near_of_target = {strips[i, 2].sum().item(): strips[i, 1] for i in range(count)}
+    for generated, real in zip(pairs.generated[wrong], pairs.real[wrong], strict=True):
+        assert real.sum().item() in near_of_target
+        assert not torch.equal(generated, near_of_target[real.sum().item()])
 
 
 def test_bidirectional_forward_is_the_intersection_of_both_directions() -> None:
@@ -153,17 +200,24 @@ def test_bidirectional_forward_is_the_intersection_of_both_directions() -> None:
     with torch.no_grad():
         left, right = model.forward_directional(images)
         both = model(images)
-        model.bidirectional = False
+        model.direction = "left_to_right"
         single = model(images)
+        model.direction = "right_to_left"
+        reverse = model(images)
     assert left.pred_score.shape == (2, 4, 4)
     assert left.anomaly_map.shape == (2, 1, 64, 64)
-    assert torch.equal(left.pred_score[:, :, :2], right.pred_score[:, :, :2])  # first columns: right to left only
+    # raster order: only the first two patches (left to right) and the last two (right to left) lack a direction
+    assert torch.equal(left.pred_score.flatten(1)[:, :2], right.pred_score.flatten(1)[:, :2])
+    assert torch.equal(left.pred_score.flatten(1)[:, -2:], right.pred_score.flatten(1)[:, -2:])
+    both_exist = (left.pred_score != right.pred_score).flatten(1)[:, 2:-2]
+    assert both_exist.all()  # the intersection acts on each of the 12 other patches
     expected = intersect_predictions(left, right)
     assert torch.equal(both.anomaly_map, expected.anomaly_map)
     assert torch.equal(both.pred_score, expected.pred_score)
     assert torch.equal(both.pred_score, torch.minimum(left.pred_score, right.pred_score).amax(dim=(1, 2)))
     assert torch.equal(single.anomaly_map, left.anomaly_map)
     assert torch.equal(single.pred_score, left.pred_score.amax(dim=(1, 2)))
+    assert torch.equal(reverse.anomaly_map, right.anomaly_map)
     with pytest.raises(ValueError, match=r"built for \(64, 64\) images, got \(32, 32\)"):
         model(torch.rand(1, 3, 32, 32))
 
@@ -179,7 +233,7 @@ def test_image_size_validation_names_image_size_and_grid() -> None:
         Pgcn(**Pgcn.smoke_test_init_args(), pre_processor=Pgcn.configure_pre_processor((96, 96)))
     with pytest.raises(ValueError, match=r"generator_ratio must be in \(0, 1\)"):
         Pgcn(**{**Pgcn.smoke_test_init_args(), "generator_ratio": 1.0})
-    with pytest.raises(ValueError, match="comparator_learning_rate must be a number > 0"):
+    with pytest.raises(ValueError, match="comparator_learning_rate must be a finite number > 0"):
         Pgcn(**{**Pgcn.smoke_test_init_args(), "comparator_learning_rate": 0.0})
 
 
@@ -256,6 +310,7 @@ def test_two_phases_in_one_fit_and_checkpoint(tmp_path: Path) -> None:
     generator, comparator = model.model.generator.state_dict(), model.model.comparator.state_dict()
     assert all(torch.equal(generator[name], value) for name, value in snapshot.generator.items())  # frozen in phase 2
     assert not all(torch.equal(comparator[name], value) for name, value in snapshot.comparator.items())  # trained
+    assert 0 <= engine.trainer.callback_metrics["train_generator_gate_auroc"] <= 1  # the gate, logged in phase 2
 
     checkpoint = tmp_path / "pgcn.ckpt"
     engine.trainer.save_checkpoint(checkpoint)
@@ -305,3 +360,27 @@ def test_comparator_batch_norm_statistics_are_those_of_the_last_epoch(tmp_path: 
         assert last_epoch_average == recalibrate, name
         # recalibrated: counted since the last epoch began; moving average: over both comparator epochs
         assert norm.num_batches_tracked == len(calls) * (1 if recalibrate else 2), name
+
+
+def test_pretrained_generator_weights_load_into_pgcn(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from anomalib_surface.models.pgcn.pretrain import main as pretrain
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    stripes = (127 + 120 * torch.sin(torch.arange(64) * 0.8)).to(torch.uint8).expand(64, 64)
+    for index in range(4):
+        Image.fromarray(stripes.roll(index, 1).numpy()).convert("RGB").save(pool / f"{index}.png")
+    weights = tmp_path / "generator.pt"
+    tiny = ["--patch-size", "2", "--embed-dim", "8", "--depths", "1", "1", "1", "1", "--num-heads", "1", "1", "2", "2",
+            "--window-size", "4"]  # Pgcn.smoke_test_init_args's generator
+    report = pretrain(["--folder", str(pool), "--output", str(weights), "--steps", "3", "--batch-size", "4",
+                       "--image-size", "64", "--strips-per-image", "4", *tiny])
+    assert report["cached_strips"] == 3 * 4
+    assert {"auroc", "defective", "clean"} <= report["gate_after"].keys()
+    model = Pgcn(**Pgcn.smoke_test_init_args(), generator_weights_path=weights)
+    saved = torch.load(weights, weights_only=True)["state_dict"]
+    assert all(torch.equal(model.model.generator.state_dict()[name], value) for name, value in saved.items())
+    with pytest.raises(ValueError, match="generator.pt' does not fit"):
+        Pgcn(**{**Pgcn.smoke_test_init_args(), "embed_dim": 4}, generator_weights_path=weights)
