@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from anomalib import LearningType
@@ -104,6 +104,10 @@ class Clgan(AnomalibModule):
             precision, recall, accuracy, F1 and IoU.
         visualizer (Visualizer | bool): Defaults to anomalib's image visualizer.
     """
+
+    phases: ClassVar[tuple[str, ...]] = ()
+    phase_buffer: ClassVar[str | None] = None
+    training_set_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -187,7 +191,7 @@ class Clgan(AnomalibModule):
 
     @classmethod
     def smoke_test_init_args(cls) -> dict[str, Any]:
-        """Constructor arguments of a tiny, fast configuration (1 epoch) for tests and conformance runs."""
+        """Constructor arguments of a tiny, fast configuration (2 epochs) for tests and conformance runs."""
         return {
             "ngf": 8,
             "n_downsampling": 2,
@@ -197,7 +201,7 @@ class Clgan(AnomalibModule):
             "nce_layers": (0, 1, 3),
             "num_patches": 16,
             "nce_mlp_dim": 16,
-            "max_epochs": 1,
+            "max_epochs": 2,
         }
 
     @classmethod

@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from anomalib import LearningType
@@ -85,6 +85,10 @@ class Dmp(AnomalibModule):
         evaluator: Evaluator or flag for the default.
         visualizer: Visualizer or flag for the default.
     """
+
+    phases: ClassVar[tuple[str, ...]] = ()
+    phase_buffer: ClassVar[str | None] = None
+    training_set_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -176,7 +180,7 @@ class Dmp(AnomalibModule):
             "kernel_size": 31,
             "score_filter_size": 5,
             "pre_trained": False,
-            "max_epochs": 1,
+            "max_epochs": 2,
         }
 
     @classmethod

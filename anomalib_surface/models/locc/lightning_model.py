@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -98,6 +98,10 @@ class Locc(AnomalibModule):
         evaluator: Evaluator, or ``True`` for the default.
         visualizer: Visualizer, or ``True`` for the default.
     """
+
+    phases: ClassVar[tuple[str, ...]] = ("align", "centres", "localise")
+    phase_buffer: ClassVar[str | None] = "model.phase"
+    training_set_state: ClassVar[tuple[str, ...]] = ("model.imm.template", "model.alm.centres")
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -121,6 +121,10 @@ class Pgcn(AnomalibModule):
         evaluator (Evaluator | bool): Evaluator. Defaults to ``True``.
         visualizer (Visualizer | bool): Visualizer. Defaults to ``True``.
     """
+
+    phases: ClassVar[tuple[str, ...]] = ("generator", "comparator")
+    phase_buffer: ClassVar[str | None] = "training_phase"
+    training_set_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

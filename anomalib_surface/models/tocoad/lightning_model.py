@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import kornia.augmentation as K  # noqa: N812
 import torch
@@ -101,6 +101,10 @@ class Tocoad(AnomalibModule):
         evaluator: Evaluator instance or flag to use the default.
         visualizer: Visualizer instance or flag to use the default.
     """
+
+    phases: ClassVar[tuple[str, ...]] = ("discriminator", "fine_tune", "memory_bank")
+    phase_buffer: ClassVar[str | None] = "model.stage"
+    training_set_state: ClassVar[tuple[str, ...]] = ("model.memory_bank",)
 
     def __init__(
         self,
