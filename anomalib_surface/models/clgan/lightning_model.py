@@ -45,6 +45,7 @@ from anomalib_surface.components import (
     paths_of_test_split,
 )
 from anomalib_surface.components.checks import require_unnormalised_inputs
+from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 from anomalib_surface.post_processing import VALIDATION_FACTOR_GRID, DoubleThresholdMorphology
 
@@ -52,6 +53,8 @@ from .loss import ClganLoss
 from .torch_model import ClganModel
 
 logger = logging.getLogger(__name__)
+# What lowers the memory of a training step, named when even one image does not fit.
+MEMORY_OPTIONS = ("--model.ngf", "--model.n_blocks", "--model.num_patches")
 
 __all__ = ["Clgan"]
 
@@ -248,6 +251,25 @@ class Clgan(AnomalibModule):
                 anomaly_source_path=self.anomaly_source_path,
                 probability=self.corruption_probability,
             )
+
+    def on_fit_start(self) -> None:
+        """Fit the training batch to the memory: a generator step at the default 256 px keeps large activations."""
+        fit_train_batch_to_memory(self, self._generator_activations, MEMORY_OPTIONS)
+
+    def _generator_activations(self, images: torch.Tensor) -> torch.Tensor:
+        """The generator loss of a training step on ``images`` ``[B, C, H, W]`` (no optimiser step)."""
+        generator, discriminator = self.model.generator, self.model.discriminator
+        features = generator.encode(images)
+        reconstruction = generator.decode(features[-1])
+        queries, keys = self._nce_embeddings(reconstruction, features) if self.model.patch_heads is not None else ([], [])
+        terms = self.loss.generator_terms(
+            images,
+            reconstruction,
+            fake_logits=discriminator(reconstruction) if discriminator is not None else None,
+            nce_queries=queries,
+            nce_keys=keys,
+        )
+        return self.loss.weighted_sum(terms)
 
     def on_train_start(self) -> None:
         """Refuse normalising pre-processors and synthetic-anomaly sources that overlap the test split."""

@@ -47,6 +47,7 @@ from anomalib_surface.components import (
 )
 from anomalib_surface.components.coreset import greedy_coreset
 from anomalib_surface.components.memory_bank import PatchFeatureStore, image_keys
+from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
 from anomalib_surface.components.nearest_neighbor import INDEX_TYPES, NearestNeighborSearch
 
 from .anomaly_generator import RotatedAnomalyGenerator
@@ -56,6 +57,8 @@ from .torch_model import TocoadModel
 __all__ = ["Tocoad"]
 
 logger = logging.getLogger(__name__)
+# What lowers the memory of a training step, named when even one image does not fit.
+MEMORY_OPTIONS = ("--model.backbone (e.g. resnet18)", "--model.layers")
 
 
 def _view_augmentation() -> nn.Sequential:
@@ -241,8 +244,10 @@ class Tocoad(AnomalibModule):
         allow_unused_parameters(self._trainer)
 
     def on_fit_start(self) -> None:
-        """Refuse an anomaly source folder that overlaps the test images."""
+        """Refuse an anomaly source folder that overlaps the test images; fit the batch to the memory (stage 2,
+        fine-tuning F on three views per image, is the most memory-hungry step)."""
         self.generator.paste.check_disjoint_from(paths_of_test_split(self.trainer))
+        fit_train_batch_to_memory(self, self._fine_tuning_losses, MEMORY_OPTIONS)
 
     def on_train_epoch_start(self) -> None:
         """Enter the stage of the current epoch (also right after resuming from a checkpoint)."""
