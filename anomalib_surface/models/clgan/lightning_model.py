@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -258,18 +258,26 @@ class Clgan(AnomalibModule):
 
     def _generator_activations(self, images: torch.Tensor) -> torch.Tensor:
         """The generator loss of a training step on ``images`` ``[B, C, H, W]`` (no optimiser step)."""
-        generator, discriminator = self.model.generator, self.model.discriminator
-        features = generator.encode(images)
-        reconstruction = generator.decode(features[-1])
-        queries, keys = self._nce_embeddings(reconstruction, features) if self.model.patch_heads is not None else ([], [])
-        terms = self.loss.generator_terms(
-            images,
+        features = self.model.generator.encode(images)
+        reconstruction = self.model.generator.decode(features[-1])
+        return self.loss.weighted_sum(self._generator_terms(images, reconstruction, lambda: features))
+
+    def _generator_terms(
+        self, target: torch.Tensor, reconstruction: torch.Tensor, target_features: Callable[[], list[torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        """Generator loss terms of ``reconstruction`` ``[B, C, H, W]`` against ``target``; ``target_features()``
+        (the encoder stages of ``target``) is called only when PatchNCE is on."""
+        discriminator = self.model.discriminator
+        queries, keys = [], []
+        if self.model.patch_heads is not None:
+            queries, keys = self._nce_embeddings(reconstruction, target_features())
+        return self.loss.generator_terms(
+            target,
             reconstruction,
             fake_logits=discriminator(reconstruction) if discriminator is not None else None,
             nce_queries=queries,
             nce_keys=keys,
         )
-        return self.loss.weighted_sum(terms)
 
     def on_train_start(self) -> None:
         """Refuse normalising pre-processors and synthetic-anomaly sources that overlap the test split."""
@@ -321,16 +329,8 @@ class Clgan(AnomalibModule):
             logs["train_discriminator_loss"] = d_loss.detach()
 
         with self.toggled_optimizer(opt_g):
-            queries, keys = [], []
-            if self.model.patch_heads is not None:
-                target_features = input_features if inputs is target else generator.encode(target)
-                queries, keys = self._nce_embeddings(reconstruction, target_features)
-            terms = self.loss.generator_terms(
-                target,
-                reconstruction,
-                fake_logits=discriminator(reconstruction) if discriminator is not None else None,
-                nce_queries=queries,
-                nce_keys=keys,
+            terms = self._generator_terms(
+                target, reconstruction, lambda: input_features if inputs is target else generator.encode(target),
             )
             g_loss = self.loss.weighted_sum(terms)
             check_finite({**terms, "generator": g_loss}, self.global_step)

@@ -194,7 +194,7 @@ def test_clgan_defaults_post_processor_evaluator_and_optimizers() -> None:
     assert {"image_AUROC", "pixel_AUROC", "pixel_F1Score", "pixel_Precision", "pixel_Recall"} <= names
     assert {"pixel_Accuracy", "pixel_F1", "pixel_IoU"} <= names
     assert len(model.configure_optimizers()) == 2
-    assert model.trainer_arguments["max_epochs"] == 1
+    assert model.trainer_arguments["max_epochs"] == 2
 
 
 def test_zero_adversarial_and_nce_weights_build_a_plain_autoencoder() -> None:
