@@ -75,12 +75,13 @@ def fitting_batch_size(
 
 
 def fit_train_batch_to_memory(
-    module: LightningModule, probe: Callable[[torch.Tensor], Any], options: Sequence[str],
+    module: LightningModule, probes: Sequence[Callable[[torch.Tensor], Any]], options: Sequence[str],
 ) -> None:
     """Lower the datamodule's ``train_batch_size`` to what fits the device (call from ``on_fit_start``).
 
-    ``probe(images)`` runs the forward part of the model's most memory-hungry training step on ``images``
-    ``[1, 3, H, W]`` (``H, W`` = ``module.input_size``) without stepping an optimiser. The probe runs on random
+    Each probe runs the forward part of one kind of training step (one per phase) on ``images``
+    ``[1, 3, H, W]`` (``H, W`` = ``module.input_size``) without stepping an optimiser; the most memory-hungry one
+    decides. The probes run on random
     images with the random number generators forked and every buffer restored afterwards, so training is
     the same as without it. Processes of one machine (DDP) share its memory.
     """
@@ -95,7 +96,7 @@ def fit_train_batch_to_memory(
     module.train()
     with torch.random.fork_rng(devices=[module.device] if module.device.type == "cuda" else []):
         images = torch.rand(1, 3, *image_size, device=module.device)
-        sample_bytes = bytes_saved_for_backward(lambda: probe(images))
+        sample_bytes = max(bytes_saved_for_backward(lambda probe=probe: probe(images)) for probe in probes)
     module.train(was_training)
     with torch.no_grad():
         for buffer, saved in zip(module.buffers(), buffers, strict=True):

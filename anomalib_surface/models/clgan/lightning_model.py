@@ -254,7 +254,7 @@ class Clgan(AnomalibModule):
 
     def on_fit_start(self) -> None:
         """Fit the training batch to the memory: a generator step at the default 256 px keeps large activations."""
-        fit_train_batch_to_memory(self, self._generator_activations, MEMORY_OPTIONS)
+        fit_train_batch_to_memory(self, [self._generator_activations], MEMORY_OPTIONS)
 
     def _generator_activations(self, images: torch.Tensor) -> torch.Tensor:
         """The generator loss of a training step on ``images`` ``[B, C, H, W]`` (no optimiser step)."""

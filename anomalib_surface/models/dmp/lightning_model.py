@@ -37,12 +37,16 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from anomalib_surface.components import RealisticAnomalyGenerator, check_finite, paths_of_test_split
+from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
 
 from .feature_extractor import FEATURE_EXTRACTORS, EncoderFeatures, build_feature_extractor
 from .loss import DmpLoss
 from .torch_model import DmpModel
 
 __all__ = ["Dmp"]
+
+# What lowers the memory of a training step, named when even one image does not fit.
+MEMORY_OPTIONS = ("--model.reconstruction_width", "--model.prediction_width", "--model.depth")
 
 
 class Dmp(AnomalibModule):
@@ -208,8 +212,9 @@ class Dmp(AnomalibModule):
         return [optimizer], [scheduler]
 
     def on_fit_start(self) -> None:
-        """Refuse an anomaly source folder that overlaps the datamodule's test split."""
+        """Refuse an anomaly source folder that overlaps the datamodule's test split; fit the batch to the memory."""
         self.augmenter.check_disjoint_from(paths_of_test_split(self.trainer))
+        fit_train_batch_to_memory(self, [self._training_losses], MEMORY_OPTIONS)
 
     def on_train_start(self) -> None:
         """Check the pre-processor and put the networks in training mode.
@@ -228,14 +233,18 @@ class Dmp(AnomalibModule):
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Synthesise defects, reconstruct, predict the defect map and compute the loss."""
         del args, kwargs  # These variables are not used.
-        augmented, masks = self.augmenter(batch.image)
-        reconstruction, logits = self.model(augmented)
-        losses = self.loss(batch.image, reconstruction, masks, logits)
+        losses = self._training_losses(batch.image)
         check_finite(losses, self.global_step)
         terms = {f"train_{name}": value.detach() for name, value in losses.items() if name != "loss"}
         self.log_dict(terms, on_epoch=True, batch_size=len(batch.image))
         self.log("train_loss", losses["loss"].detach(), on_epoch=True, prog_bar=True, batch_size=len(batch.image))
         return {"loss": losses["loss"]}
+
+    def _training_losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Synthesise defects on ``images`` ``[B, 3, H, W]``, reconstruct, predict the defect map: the loss terms."""
+        augmented, masks = self.augmenter(images)
+        reconstruction, logits = self.model(augmented)
+        return self.loss(images, reconstruction, masks, logits)
 
     def on_train_batch_end(self, outputs: STEP_OUTPUT, batch: Batch, batch_idx: int) -> None:
         """Parameter copying: move the frozen feature extractor towards the updated reconstruction encoder."""

@@ -45,6 +45,7 @@ from anomalib_surface.components import (
     paths_of_test_split,
 )
 from anomalib_surface.components.checks import require_int, require_number, require_unnormalised_inputs
+from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 
 from .loss import ComparatorLoss
@@ -52,6 +53,9 @@ from .patches import sample_triplets
 from .torch_model import PgcnModel
 
 __all__ = ["Pgcn"]
+
+# What lowers the memory of a training step, named when even one image does not fit.
+MEMORY_OPTIONS = ("--model.triplets_per_image", "--model.embed_dim", "--model.depths")
 
 DEFAULT_IMAGE_SIZE = (224, 224)
 """224 / N=4 = 56 px patches: token grids 56, 28, 14, 7 fit Swin's 7x7 windows exactly (256 would not)."""
@@ -261,6 +265,10 @@ class Pgcn(AnomalibModule):
         """Let DDP accept the parameters of the network that the current phase does not train."""
         del stage
         allow_unused_parameters(self._trainer)
+
+    def on_fit_start(self) -> None:
+        """Fit the training batch to the memory of both phases."""
+        fit_train_batch_to_memory(self, [self.generator_step, self.comparator_step], MEMORY_OPTIONS)
 
     def on_train_start(self) -> None:
         """Refuse normalising pre-processors and synthetic-anomaly sources that overlap the test split."""

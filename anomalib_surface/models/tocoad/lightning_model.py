@@ -244,10 +244,10 @@ class Tocoad(AnomalibModule):
         allow_unused_parameters(self._trainer)
 
     def on_fit_start(self) -> None:
-        """Refuse an anomaly source folder that overlaps the test images; fit the batch to the memory (stage 2,
-        fine-tuning F on three views per image, is the most memory-hungry step)."""
+        """Refuse an anomaly source folder that overlaps the test images; fit the batch to the memory of the
+        training stages (stage 3 only extracts features)."""
         self.generator.paste.check_disjoint_from(paths_of_test_split(self.trainer))
-        fit_train_batch_to_memory(self, self._fine_tuning_losses, MEMORY_OPTIONS)
+        fit_train_batch_to_memory(self, [self._discriminator_losses, self._fine_tuning_losses], MEMORY_OPTIONS)
 
     def on_train_epoch_start(self) -> None:
         """Enter the stage of the current epoch (also right after resuming from a checkpoint)."""

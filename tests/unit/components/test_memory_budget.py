@@ -16,6 +16,7 @@ from anomalib_surface.components.memory_budget import (
     fitting_batch_size,
 )
 from anomalib_surface.models.clgan import Clgan
+from anomalib_surface.models.pgcn import Pgcn
 from anomalib_surface.models.tocoad import Tocoad
 
 OPTIONS = ("--model.ngf",)
@@ -41,7 +42,7 @@ def test_saved_activations_are_counted_once_per_storage() -> None:
     assert bytes_saved_for_backward(lambda: layer(inputs).relu().sum()) == 2 * 4 * 10 * 4
 
 
-PROBES = {Clgan: "_generator_activations", Tocoad: "_fine_tuning_losses"}
+PROBES = {Clgan: ["_generator_activations"], Tocoad: ["_discriminator_losses", "_fine_tuning_losses"]}
 
 
 @pytest.mark.parametrize("model_class", [Clgan, Tocoad])
@@ -49,7 +50,9 @@ def test_the_model_lowers_its_batch_without_changing_its_state(model_class: type
     """At fit start a plugin model (64 px) measures one image; the batch shrinks to the memory, or training stops
     before it starts; the model's buffers and the random state are as before."""
     model = model_class(pre_processor=model_class.configure_pre_processor(image_size=(64, 64)), **model_class.smoke_test_init_args())
-    sample_bytes = bytes_saved_for_backward(lambda: getattr(model, PROBES[model_class])(torch.rand(1, 3, 64, 64)))
+    probes = [getattr(model, name) for name in PROBES[model_class]]
+    with torch.random.fork_rng():
+        sample_bytes = max(bytes_saved_for_backward(lambda probe=probe: probe(torch.rand(1, 3, 64, 64))) for probe in probes)
     datamodule = SimpleNamespace(train_batch_size=32)
     model._trainer = SimpleNamespace(datamodule=datamodule, num_devices=1)  # noqa: SLF001 - what the hook reads of a trainer
     state = {key: value.clone() for key, value in model.state_dict().items()}
@@ -57,9 +60,9 @@ def test_the_model_lowers_its_batch_without_changing_its_state(model_class: type
 
     monkeypatch.setattr(memory_budget, "available_memory_bytes", lambda device: sample_bytes)  # budget: half an image
     with pytest.raises(MemoryBudgetError, match=f"{model_class.__name__} needs about"):
-        fit_train_batch_to_memory(model, getattr(model, PROBES[model_class]), OPTIONS)
+        fit_train_batch_to_memory(model, probes, OPTIONS)
     monkeypatch.setattr(memory_budget, "available_memory_bytes", lambda device: 7 * sample_bytes)  # 3.5 images
-    fit_train_batch_to_memory(model, getattr(model, PROBES[model_class]), OPTIONS)
+    fit_train_batch_to_memory(model, probes, OPTIONS)
     assert datamodule.train_batch_size == 3
 
     assert torch.equal(torch.get_rng_state(), random_state)
@@ -67,12 +70,18 @@ def test_the_model_lowers_its_batch_without_changing_its_state(model_class: type
         torch.testing.assert_close(value, state[key], rtol=0, atol=0, equal_nan=True, msg=key)
 
 
-def test_clgan_fits_its_batch_when_fitting_starts(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = Clgan(**Clgan.smoke_test_init_args())
+@pytest.mark.parametrize(
+    ("model_class", "probes"), [(Clgan, ["_generator_activations"]), (Pgcn, ["generator_step", "comparator_step"])],
+)
+def test_the_model_fits_its_batch_when_fitting_starts(model_class: type, probes: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    model = model_class(**model_class.smoke_test_init_args())
     calls = []
     monkeypatch.setattr(
-        "anomalib_surface.models.clgan.lightning_model.fit_train_batch_to_memory",
-        lambda module, probe, options: calls.append((module, probe, options)),
+        f"{model_class.__module__}.fit_train_batch_to_memory",
+        lambda module, probes, options: calls.append((module, probes, options)),
     )
     model.on_fit_start()
-    assert calls == [(model, model._generator_activations, ("--model.ngf", "--model.n_blocks", "--model.num_patches"))]  # noqa: SLF001
+    ((module, called_probes, options),) = calls
+    assert module is model
+    assert called_probes == [getattr(model, name) for name in probes]
+    assert options and all(option.startswith("--model.") for option in options)
