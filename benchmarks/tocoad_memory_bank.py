@@ -41,8 +41,8 @@ import torch  # noqa: E402
 from anomalib.models.components import KCenterGreedy  # noqa: E402
 from anomalib.models.image.patchcore.torch_model import PatchcoreModel  # noqa: E402
 
-from anomalib_surface.components.coreset import greedy_coreset, greedy_k_center  # noqa: E402
-from anomalib_surface.components.nearest_neighbor import NearestNeighborSearch  # noqa: E402
+from anomalib_surface.models.tocoad.coreset import greedy_coreset, greedy_k_center  # noqa: E402
+from anomalib_surface.models.tocoad.nearest_neighbor import NearestNeighborSearch  # noqa: E402
 
 
 def timed(function: Callable[[], Any], repeats: int = 1) -> tuple[float, Any]:

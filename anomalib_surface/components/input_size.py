@@ -11,16 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from anomalib.models.components.filters.blur import compute_kernel_size
-
 from .checks import is_traced
 
 __all__ = ["InputSizeRequirement", "gaussian_blur_min_side", "patchgan_min_side"]
 
 
 def gaussian_blur_min_side(sigma: float) -> int:
-    """Smallest side anomalib's ``GaussianBlur2d`` of ``sigma`` accepts (reflect padding must be < the side)."""
-    return compute_kernel_size(sigma) // 2 + 1 if sigma > 0 else 1
+    """Smallest side anomalib's ``GaussianBlur2d`` of ``sigma`` accepts (reflect padding must be < the side).
+
+    Its kernel is ``2 * int(4 * sigma + 0.5) + 1`` wide (anomalib's ``compute_kernel_size``, not imported:
+    importing ``anomalib.models`` from components loads this package's models, which import components).
+    """
+    return int(4.0 * sigma + 0.5) + 1 if sigma > 0 else 1
 
 
 def patchgan_min_side(n_layers: int) -> int:

@@ -25,7 +25,7 @@ from torch import nn
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as tvf
 
-from anomalib_surface.data.image_io import read_image
+from anomalib_surface.io.image_io import read_image
 
 __all__ = ["SyntheticAnomalyGenerator", "list_images", "perlin_masks", "paths_of_test_split"]
 

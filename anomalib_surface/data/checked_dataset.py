@@ -1,4 +1,4 @@
-"""Datasets that read every image and mask with :mod:`anomalib_surface.data.image_io` and check them up front."""
+"""Datasets that read every image and mask with :mod:`anomalib_surface.io.image_io` and check them up front."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from anomalib.data.utils import LabelName, Split
 from torchvision.tv_tensors import Image as ImageTensor
 from torchvision.tv_tensors import Mask
 
-from anomalib_surface.data.image_io import check_mask_size, image_size_of, read_image, read_mask
+from anomalib_surface.io.image_io import check_mask_size, image_size_of, read_image, read_mask
 
 __all__ = ["CheckedImageDataset", "MVTecLayoutDataset", "check_sample_files", "has_mask"]
 
@@ -38,7 +38,7 @@ def check_sample_files(samples: pd.DataFrame, where: str) -> None:
 
     Raises:
         ValueError: No samples; a defective image without mask. ImageReadError / MaskError from
-            :mod:`~anomalib_surface.data.image_io`, naming the file.
+            :mod:`~anomalib_surface.io.image_io`, naming the file.
     """
     if samples.empty:
         msg = f"No images found in '{where}'."

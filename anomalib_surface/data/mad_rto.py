@@ -52,7 +52,7 @@ from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2 import functional as tvf
 
 from anomalib_surface.data.checked_dataset import MVTecLayoutDataset, check_mask_file
-from anomalib_surface.data.image_io import list_image_files, read_image, read_mask
+from anomalib_surface.io.image_io import list_image_files, read_image, read_mask
 
 __all__ = [
     "MVTEC_OBJECT_CATEGORIES",
@@ -244,7 +244,7 @@ def scan_mvtec_category(root: str | Path, category: str) -> list[RtoEntry]:
 
 
 def _read_uint8(path: Path) -> torch.Tensor:
-    """``[3, H, W]`` uint8 image, converted by :func:`~anomalib_surface.data.image_io.read_image`'s rule."""
+    """``[3, H, W]`` uint8 image, converted by :func:`~anomalib_surface.io.image_io.read_image`'s rule."""
     return tvf.to_dtype(read_image(path), torch.uint8, scale=True)
 
 

@@ -50,7 +50,7 @@ from torchvision.transforms.v2 import functional as tvf
 from torchvision.tv_tensors import Mask
 
 from anomalib_surface.data.checked_dataset import CheckedImageDataset, check_mask_file, has_mask
-from anomalib_surface.data.image_io import image_size_of, list_image_files, read_mask
+from anomalib_surface.io.image_io import image_size_of, list_image_files, read_mask
 
 __all__ = ["SPLIT_MODES", "TextureFolder", "TextureFolderDataset", "make_texture_folder_samples", "tile_starts"]
 

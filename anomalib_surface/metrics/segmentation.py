@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from anomalib.metrics import AnomalibMetric, Evaluator
-from anomalib.models.components import AnomalibModule
+from anomalib.metrics import AUROC, AnomalibMetric, Evaluator, F1Score
 from torchmetrics import Metric
 from torchmetrics.classification import (
     BinaryAccuracy,
@@ -110,7 +109,19 @@ def pixel_segmentation_metrics(prefix: str = "pixel_", **kwargs) -> list[Anomali
     ]
 
 
+def default_test_metrics() -> list[AnomalibMetric]:
+    """The test metrics of anomalib's default evaluator (``AnomalibModule.configure_evaluator``): AUROC and F1.
+
+    Built here from :mod:`anomalib.metrics` so that metrics do not depend on anomalib's model package.
+    """
+    return [
+        AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+        F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
+        AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+        F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
+    ]
+
+
 def evaluator_with_pixel_segmentation() -> Evaluator:
     """anomalib's default evaluator (image/pixel AUROC and F1) plus :func:`pixel_segmentation_metrics` on test."""
-    defaults = AnomalibModule.configure_evaluator()
-    return Evaluator(test_metrics=[*defaults.test_metrics, *pixel_segmentation_metrics()])
+    return Evaluator(test_metrics=[*default_test_metrics(), *pixel_segmentation_metrics()])

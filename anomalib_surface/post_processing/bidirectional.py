@@ -14,7 +14,7 @@ drops both tails:
     intersection    .  .  .  .  X  .  .  .
 
 Intersection is the elementwise minimum for scores and anomaly maps and the logical AND for masks
-and labels (:func:`intersect_predictions`).
+and labels (:func:`~anomalib_surface.components.intersection.intersect_predictions`).
 
 :class:`BidirectionalIntersection` applies it as an anomalib post-processor to any model:
 
@@ -59,7 +59,9 @@ from anomalib.post_processing import PostProcessor
 from lightning import LightningModule, Trainer
 from torch import nn
 
-__all__ = ["FLIP_DIMS", "BidirectionalIntersection", "DirectionalModel", "intersect_predictions"]
+from anomalib_surface.components.intersection import intersect_predictions
+
+__all__ = ["FLIP_DIMS", "BidirectionalIntersection", "DirectionalModel"]
 
 FLIP_DIMS = {"horizontal": -1, "vertical": -2}
 """Image dimension mirrored by each ``flip`` option of :class:`BidirectionalIntersection`."""
@@ -81,49 +83,6 @@ class DirectionalModel(Protocol):
     def forward_directional(self, images: torch.Tensor) -> tuple[InferenceBatch, InferenceBatch]:
         """Predictions of ``images`` in the two directions."""
         ...
-
-
-def _squeezed_shape(values: torch.Tensor) -> list[int]:
-    """Shape without its singleton dimensions."""
-    return [size for size in values.shape if size != 1]
-
-
-def _intersect(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
-    """Elementwise minimum of maps/scores, AND of boolean masks/labels; ``None`` unless both exist."""
-    if first is None or second is None:
-        return None
-    if first.shape != second.shape:
-        if _squeezed_shape(first) != _squeezed_shape(second):
-            msg = f"Cannot intersect predictions of different shapes {tuple(first.shape)} and {tuple(second.shape)}."
-            raise ValueError(msg)
-        second = second.reshape(first.shape)  # e.g. [B, 1, H, W] maps against a batch's validated [B, H, W]
-    if first.dtype == torch.bool:
-        return first & second.bool()
-    return torch.minimum(first, second)
-
-
-def intersect_predictions(first: InferenceBatch, second: InferenceBatch) -> InferenceBatch:
-    """Intersect two predictions of the same images: what is anomalous in both stays anomalous.
-
-    Args:
-        first: Prediction with ``anomaly_map`` ``[B, ...]`` and ``pred_score`` ``[B]`` or per region
-            ``[B, ...]``; ``pred_mask``/``pred_label`` optional.
-        second: Prediction of the same shapes.
-
-    Returns:
-        ``anomaly_map`` = elementwise minimum, ``pred_score`` = elementwise minimum reduced to ``[B]`` by
-        the maximum over regions, ``pred_mask``/``pred_label`` = logical AND. Fields missing from
-        either input are ``None``.
-    """
-    pred_score = _intersect(first.pred_score, second.pred_score)
-    if pred_score is not None and pred_score.ndim > 1:
-        pred_score = pred_score.flatten(1).amax(dim=1)
-    return InferenceBatch(
-        pred_score=pred_score,
-        pred_label=_intersect(first.pred_label, second.pred_label),
-        anomaly_map=_intersect(first.anomaly_map, second.anomaly_map),
-        pred_mask=_intersect(first.pred_mask, second.pred_mask),
-    )
 
 
 def _unflip(values: torch.Tensor | None, dim: int) -> torch.Tensor | None:

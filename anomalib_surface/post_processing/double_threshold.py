@@ -66,8 +66,8 @@ def label_components(mask: torch.Tensor, num_iterations: int) -> torch.Tensor:
     """Label the 8-connected components of a binary mask.
 
     Max-label propagation (as :func:`kornia.contrib.connected_components`) plus one pointer jump per
-    step (a pixel adopts the label held by the pixel its label points to), which converges several
-    times faster than plain propagation. Eagerly each map stops once its labels no longer change and
+    step (a pixel adopts the label held by the pixel its label points to), which needs fewer steps
+    than plain propagation on long components. Eagerly each map stops once its labels no longer change and
     empty maps are skipped (same result as running all steps, at the cost of the slowest map only);
     traced graphs always run ``num_iterations`` steps on every map. Components whose labels have not
     converged after ``num_iterations`` steps come out split into several labels.
@@ -196,9 +196,8 @@ class DoubleThresholdMorphology(PostProcessor):
       (parent behaviour) and masks of images labelled normal are emptied.
 
     Per-image statistics flag the top pixels of every image, defect-free ones included, and a large
-    defect inflates its own image's ``std``; on the kept benchmark maps (``benchmarks/studies.py``),
-    ``threshold_statistics="normal"`` with ``factor_grid`` (factor chosen by pixel F1 on validation) is
-    the variant that beats anomalib's F1-adaptive threshold, see the Clgan README.
+    defect inflates its own image's ``std``. ``threshold_statistics="normal"`` with ``factor_grid`` (factor
+    chosen by pixel F1 on validation) avoids both; the Clgan README compares the variants.
 
     ``pred_mask`` and ``pred_label`` always replace those of the model. With ``enable_thresholding=False``
     neither is produced, as in the parent.
@@ -225,9 +224,8 @@ class DoubleThresholdMorphology(PostProcessor):
             buffer. Empty: ``low_factor``/``high_factor`` as given. The validation maps are kept until the
             end of validation (as anomalib's F1-adaptive threshold keeps them). Under DDP the counts of
             every process are summed, so all processes pick the same factor. Cost: one mask computation
-            of the kept maps per factor at the end of every validation epoch (the 31 factors of
-            :data:`VALIDATION_FACTOR_GRID` on 60 maps of 256x256: 13-17 s on one CPU thread, negligible on
-            a GPU); on CPU use a shorter grid or ``check_val_every_n_epoch``. Defaults to ``()``.
+            of the kept maps per factor at the end of every validation epoch (timings in the README); on
+            CPU use a shorter grid or ``check_val_every_n_epoch``. Defaults to ``()``.
         **kwargs: Passed to :class:`~anomalib.post_processing.PostProcessor` (``enable_normalization``,
             ``enable_thresholding``, ``enable_threshold_matching``, ``image_sensitivity``,
             ``pixel_sensitivity``).

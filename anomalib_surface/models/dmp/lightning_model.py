@@ -3,7 +3,7 @@
 Paper: Peng, Zheng, Zhao, Zheng, "Industrial Product Surface Anomaly Detection with Realistic Synthetic
 Anomalies Based on Defect Map Prediction", Sensors 2024, 24(1):264.
 
-Training adds realistic synthetic defects (:class:`~anomalib_surface.components.RealisticAnomalyGenerator`)
+Training adds realistic synthetic defects (:class:`~.realistic_anomaly.RealisticAnomalyGenerator`)
 to normal images; a reconstruction network learns to restore the clean image (L2 + SSIM + deep-feature
 consistency) and a large-kernel defect prediction network learns the defect mask from the input and its
 reconstruction (focal + smooth L1). At inference the anomaly map is the predicted defect map and the
@@ -36,11 +36,12 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-from anomalib_surface.components import RealisticAnomalyGenerator, check_finite, paths_of_test_split
+from anomalib_surface.components import check_finite, paths_of_test_split
 from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
 
 from .feature_extractor import FEATURE_EXTRACTORS, EncoderFeatures, build_feature_extractor
 from .loss import DmpLoss
+from .realistic_anomaly import RealisticAnomalyGenerator
 from .torch_model import DmpModel
 
 __all__ = ["Dmp"]

@@ -25,9 +25,8 @@ from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from anomalib_surface.components.checks import is_traced
-from anomalib_surface.components.fft_conv import FFT_DTYPES, depthwise_conv2d_fft
-
 from .anomaly_map import MeanFilteredMax
+from .fft_conv import FFT_DTYPES, depthwise_conv2d_fft
 
 __all__ = [
     "DefectPredictionNetwork",
@@ -173,7 +172,7 @@ class ReparamLargeKernelConv(nn.Module):
     lives in (non-persistent) buffers, so it travels with exported models; checkpoints keep the
     branches, from which it is recomputed. Switching back to training mode drops the fused kernel.
 
-    The fused kernel runs through the FFT (:func:`~anomalib_surface.components.fft_conv.depthwise_conv2d_fft`)
+    The fused kernel runs through the FFT (:func:`~.fft_conv.depthwise_conv2d_fft`)
     when its side is at least ``fft_min_kernel_size``, in float32/64 and outside graph capture (exports keep
     the direct convolution): one FFT product replaces two convolutions and two batch norms, and its cost does
     not grow with the kernel area.

@@ -37,7 +37,6 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_surface.components import (
-    PreciseBatchNorm,
     SyntheticAnomalyGenerator,
     allow_unused_parameters,
     broadcast_buffers,
@@ -48,6 +47,7 @@ from anomalib_surface.components.checks import require_int, require_number, requ
 from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 
+from .batch_norm import PreciseBatchNorm
 from .loss import ComparatorLoss
 from .patches import sample_triplets
 from .torch_model import PgcnModel

@@ -3,8 +3,8 @@
 Paper: Huang, Li, Lin, Lian, "Unsupervised Industrial Anomaly Detection via Pattern Generative and
 Contrastive Networks", arXiv 2207.09792.
 
-The image is an ``N x N`` grid of patches. :class:`PatternGenerator` predicts a patch from the two
-patches before it in a row; :class:`PatternComparator` says whether the prediction and the real patch
+The image is an ``N x N`` grid of patches. :class:`~.generator.PatternGenerator` predicts a patch from the two
+patches before it in a row; :class:`~.comparator.PatternComparator` says whether the prediction and the real patch
 match (a probability) and where they differ (a mask at a quarter of the patch size).
 :class:`PgcnModel` runs both in the two row directions and intersects the results.
 """
@@ -15,30 +15,17 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from anomalib.data import InferenceBatch
-from timm.layers import Mlp, PatchEmbed
-from timm.models.swin_transformer import SwinTransformerStage
 from torch import nn
 
-from anomalib_surface.post_processing.bidirectional import intersect_predictions
+from anomalib_surface.components.intersection import intersect_predictions
 
 from .anomaly_map import complete_directions, patch_masks_to_map
+from .comparator import COMPARATOR_DOWNSAMPLING, PatternComparator
+from .generator import PatternGenerator
 from .patches import directional_triplets, split_patches
 
-__all__ = [
-    "PatchExpand",
-    "PatternComparator",
-    "PatternGenerator",
-    "PgcnModel",
-    "SwinDecoder",
-    "SwinEncoder",
-    "validate_patch_grid",
-    "validate_swin_options",
-]
-
-COMPARATOR_DOWNSAMPLING = 4
-"""The comparator's two max-pools: its features and difference mask are at 1/4 of the patch size."""
+__all__ = ["PgcnModel", "validate_patch_grid", "validate_swin_options"]
 
 
 def _valid_side(side: int, patch_size: int, window_size: int, num_stages: int) -> bool:
@@ -118,254 +105,6 @@ def validate_swin_options(grid_size: int, embed_dim: int, depths: Sequence[int],
             raise ValueError(msg)
 
 
-class PatchExpand(nn.Module):
-    """Swin-Unet patch expanding: double the resolution and halve the channels, ``[B, h, w, C] -> [B, 2h, 2w, C/2]``."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.expand = nn.Linear(dim, 2 * dim, bias=False)
-        self.norm = nn.LayerNorm(dim // 2)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Expand ``[B, h, w, C]`` NHWC features."""
-        expanded = F.pixel_shuffle(self.expand(features).permute(0, 3, 1, 2), 2)
-        return self.norm(expanded.permute(0, 2, 3, 1))
-
-
-def _stage_dims(embed_dim: int, num_stages: int) -> list[int]:
-    return [embed_dim * 2**stage for stage in range(num_stages)]
-
-
-class SwinEncoder(nn.Module):
-    """Patch embedding and Swin stages (timm blocks); returns the NHWC features of every stage.
-
-    Args:
-        patch_hw: Input patch ``(h, w)`` in pixels.
-        patch_size: Side of the pixel squares embedded as tokens.
-        embed_dim: Channels ``C`` of the first stage; stage ``s`` has ``C * 2**s``.
-        depths: Swin blocks per stage.
-        num_heads: Attention heads per stage.
-        window_size: Attention window side (clamped by timm to smaller token grids).
-        mlp_ratio: Hidden size of the blocks' MLPs relative to their width.
-        in_chans: Image channels.
-    """
-
-    def __init__(
-        self,
-        patch_hw: tuple[int, int],
-        patch_size: int,
-        embed_dim: int,
-        depths: Sequence[int],
-        num_heads: Sequence[int],
-        window_size: int,
-        mlp_ratio: float,
-        in_chans: int = 3,
-    ) -> None:
-        super().__init__()
-        self.patch_embed = PatchEmbed(
-            img_size=patch_hw,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            embed_dim=embed_dim,
-            norm_layer=nn.LayerNorm,
-            output_fmt="NHWC",
-        )
-        dims = _stage_dims(embed_dim, len(depths))
-        resolution = self.patch_embed.grid_size
-        stages = []
-        for stage, (depth, heads) in enumerate(zip(depths, num_heads, strict=True)):
-            stages.append(
-                SwinTransformerStage(
-                    dim=dims[max(stage - 1, 0)],
-                    out_dim=dims[stage],
-                    input_resolution=resolution,
-                    depth=depth,
-                    downsample=stage > 0,
-                    num_heads=heads,
-                    window_size=window_size,
-                    mlp_ratio=mlp_ratio,
-                ),
-            )
-            resolution = stages[-1].output_resolution
-        self.stages = nn.ModuleList(stages)
-
-    def forward(self, patches: torch.Tensor) -> list[torch.Tensor]:
-        """``[M, C_in, h, w]`` patches -> per-stage features ``[M, h_s, w_s, C_s]``, shallowest first."""
-        features = self.patch_embed(patches)
-        outputs = []
-        for stage in self.stages:
-            features = stage(features)
-            outputs.append(features)
-        return outputs
-
-
-class SwinDecoder(nn.Module):
-    """Decoder of the two encoders' features, deepest stage first.
-
-    The deepest stage concatenates the two encoders' deepest features and projects them linearly to
-    its width; every shallower stage takes the sum of both encoders' features at its resolution and
-    the patch-expanded output of the stage below. Each stage then runs Swin blocks.
-
-    Args:
-        token_grid: Token grid ``(h, w)`` of the first encoder stage.
-        embed_dim, depths, num_heads, window_size, mlp_ratio: As for :class:`SwinEncoder`.
-    """
-
-    def __init__(
-        self,
-        token_grid: tuple[int, int],
-        embed_dim: int,
-        depths: Sequence[int],
-        num_heads: Sequence[int],
-        window_size: int,
-        mlp_ratio: float,
-    ) -> None:
-        super().__init__()
-        dims = _stage_dims(embed_dim, len(depths))
-        self.bottom_projection = nn.Linear(2 * dims[-1], dims[-1])
-        self.stages = nn.ModuleList(
-            SwinTransformerStage(
-                dim=dims[stage],
-                out_dim=dims[stage],
-                input_resolution=(token_grid[0] >> stage, token_grid[1] >> stage),
-                depth=depth,
-                downsample=False,
-                num_heads=heads,
-                window_size=window_size,
-                mlp_ratio=mlp_ratio,
-            )
-            for stage, (depth, heads) in enumerate(zip(depths, num_heads, strict=True))
-        )
-        self.expands = nn.ModuleList(PatchExpand(dims[stage + 1]) for stage in range(len(depths) - 1))
-
-    def forward(self, far: list[torch.Tensor], near: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Decode per-stage encoder features (shallowest first) into per-stage outputs, deepest first."""
-        decoded = self.stages[-1](self.bottom_projection(torch.cat([far[-1], near[-1]], dim=-1)))
-        outputs = [decoded]
-        for stage in reversed(range(len(self.stages) - 1)):
-            decoded = self.stages[stage](far[stage] + near[stage] + self.expands[stage](decoded))
-            outputs.append(decoded)
-        return outputs
-
-
-class PatternGenerator(nn.Module):
-    """Predict a patch from the two patches before it: two Swin encoders, a Swin decoder and two MLPs.
-
-    The ``far`` (two steps away) and ``near`` (adjacent) patches each have their own encoder. An MLP
-    fuses the decoder outputs of all stages (projected to ``embed_dim`` and upsampled to the first
-    token grid); another MLP maps every token to its ``patch_size x patch_size`` pixels (sigmoid, so
-    predictions are images in ``[0, 1]``).
-
-    Args:
-        patch_hw: Patch ``(h, w)`` in pixels (valid for :func:`validate_patch_grid`).
-        patch_size, embed_dim, depths, num_heads, window_size, mlp_ratio: Swin settings, see
-            :class:`SwinEncoder`.
-        in_chans: Image channels.
-    """
-
-    def __init__(
-        self,
-        patch_hw: tuple[int, int],
-        patch_size: int,
-        embed_dim: int,
-        depths: Sequence[int],
-        num_heads: Sequence[int],
-        window_size: int,
-        mlp_ratio: float,
-        in_chans: int = 3,
-    ) -> None:
-        super().__init__()
-        swin = {
-            "embed_dim": embed_dim,
-            "depths": depths,
-            "num_heads": num_heads,
-            "window_size": window_size,
-            "mlp_ratio": mlp_ratio,
-        }
-        self.patch_size = patch_size
-        self.far_encoder = SwinEncoder(patch_hw, patch_size, in_chans=in_chans, **swin)
-        self.near_encoder = SwinEncoder(patch_hw, patch_size, in_chans=in_chans, **swin)
-        self.token_grid = tuple(self.far_encoder.patch_embed.grid_size)
-        self.decoder = SwinDecoder(self.token_grid, **swin)
-        self.stage_projections = nn.ModuleList(
-            nn.Linear(dim, embed_dim) for dim in reversed(_stage_dims(embed_dim, len(depths)))
-        )
-        self.fusion = Mlp(len(depths) * embed_dim, int(mlp_ratio * embed_dim), embed_dim)
-        self.head = Mlp(embed_dim, int(mlp_ratio * embed_dim), in_chans * patch_size**2)
-
-    def forward(self, far: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
-        """Predict the next patch ``[M, C, h, w]`` from ``far`` and ``near`` patches ``[M, C, h, w]``."""
-        decoded = self.decoder(self.far_encoder(far), self.near_encoder(near))
-        upsampled = [
-            F.interpolate(projection(features).permute(0, 3, 1, 2), size=self.token_grid, mode="bilinear")
-            for projection, features in zip(self.stage_projections, decoded, strict=True)
-        ]
-        fused = self.fusion(torch.cat(upsampled, dim=1).permute(0, 2, 3, 1))
-        pixels = self.head(fused).permute(0, 3, 1, 2)
-        return torch.sigmoid(F.pixel_shuffle(pixels, self.patch_size))
-
-
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3x3 convolution, batch norm and ReLU (resolution kept)."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-class PatternComparator(nn.Module):
-    """Pseudo-Siamese CNN comparing a generated patch with the real one.
-
-    Each input has its own first two conv-BN-ReLU blocks (each followed by a 2x max-pool); the third
-    block is shared by both branches. The concatenated features feed two fully connected layers (the
-    logit of the probability that the patches match) and two conv blocks (logits of the difference
-    mask at a quarter of the patch size).
-
-    Args:
-        patch_hw: Patch ``(h, w)`` in pixels, multiples of 4.
-        width: Channels of the first block (doubled by each following block).
-        hidden: Units of the first fully connected layer.
-        in_chans: Image channels.
-    """
-
-    def __init__(self, patch_hw: tuple[int, int], width: int = 16, hidden: int = 128, in_chans: int = 3) -> None:
-        super().__init__()
-        self.generated_branch = self._branch(in_chans, width)
-        self.real_branch = self._branch(in_chans, width)
-        self.shared_block = conv_block(2 * width, 4 * width)
-        feature_hw = (patch_hw[0] // COMPARATOR_DOWNSAMPLING, patch_hw[1] // COMPARATOR_DOWNSAMPLING)
-        self.similarity_head = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(8 * width * feature_hw[0] * feature_hw[1], hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, 1),
-        )
-        self.mask_head = nn.Sequential(conv_block(8 * width, 2 * width), nn.Conv2d(2 * width, 1, kernel_size=1))
-
-    @staticmethod
-    def _branch(in_chans: int, width: int) -> nn.Sequential:
-        """The unshared part of a branch: two conv blocks, each followed by a 2x max-pool."""
-        return nn.Sequential(
-            conv_block(in_chans, width),
-            nn.MaxPool2d(2),
-            conv_block(width, 2 * width),
-            nn.MaxPool2d(2),
-        )
-
-    def forward(self, generated: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Compare ``[M, C, h, w]`` patch pairs.
-
-        Returns:
-            Match logits ``[M]`` and difference-mask logits ``[M, 1, h / 4, w / 4]``.
-        """
-        features = torch.cat(
-            [self.shared_block(self.generated_branch(generated)), self.shared_block(self.real_branch(real))],
-            dim=1,
-        )
-        return self.similarity_head(features).squeeze(1), self.mask_head(features)
-
-
 class PgcnModel(nn.Module):
     """PGCN: pattern generation and comparison over an ``N x N`` patch grid, in both row directions.
 
@@ -375,7 +114,7 @@ class PgcnModel(nn.Module):
     take the other direction's result. A patch's anomaly score is the probability that prediction
     and patch do not match; its map is the comparator's difference mask, upsampled to the patch.
     With ``bidirectional=True`` scores and maps are the minimum of the two directions
-    (``C_i = LC_i ∩ RC_i``, :func:`~anomalib_surface.post_processing.bidirectional.intersect_predictions`),
+    (``C_i = LC_i ∩ RC_i``, :func:`~anomalib_surface.components.intersection.intersect_predictions`),
     otherwise the left-to-right ones. The image score is the maximum patch score.
 
     Args:

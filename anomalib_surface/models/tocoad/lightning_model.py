@@ -43,15 +43,16 @@ from anomalib_surface.components import (
     allow_unused_parameters,
     broadcast_buffers,
     check_finite,
+    image_keys,
     paths_of_test_split,
 )
-from anomalib_surface.components.coreset import greedy_coreset
-from anomalib_surface.components.memory_bank import PatchFeatureStore, image_keys
 from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
-from anomalib_surface.components.nearest_neighbor import INDEX_TYPES, NearestNeighborSearch
 
 from .anomaly_generator import RotatedAnomalyGenerator
+from .coreset import greedy_coreset
+from .feature_store import PatchFeatureStore
 from .loss import FocalLoss, NegativeGuidanceLoss, SimSiamLoss
+from .nearest_neighbor import INDEX_TYPES, NearestNeighborSearch
 from .torch_model import TocoadModel
 
 __all__ = ["Tocoad"]

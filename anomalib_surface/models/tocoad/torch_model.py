@@ -9,14 +9,15 @@ import torch
 from anomalib.data import InferenceBatch
 from anomalib.data.utils.tiler import Tiler
 from anomalib.models.components import DynamicBufferMixin
-from anomalib.models.image.patchcore.anomaly_map import AnomalyMapGenerator
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_surface.components import create_backbone
 from anomalib_surface.components.input_size import InputSizeRequirement, gaussian_blur_min_side
-from anomalib_surface.components.nearest_neighbor import NearestNeighborSearch
-from anomalib_surface.components.tiling import untile_features
+
+from .anomaly_map import AnomalyMapGenerator
+from .nearest_neighbor import NearestNeighborSearch
+from .tiling import untile_features
 
 __all__ = ["TocoadModel"]
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from anomalib.data import ImageBatch
 from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
 
 from anomalib_surface.metrics import (
     PixelAccuracy,
@@ -13,6 +14,7 @@ from anomalib_surface.metrics import (
     PixelIoU,
     PixelPrecision,
     PixelRecall,
+    evaluator_with_pixel_segmentation,
     pixel_segmentation_metrics,
 )
 
@@ -84,3 +86,13 @@ def test_missing_field_is_skipped_unless_strict() -> None:
 def test_usable_in_evaluator() -> None:
     evaluator = Evaluator(test_metrics=pixel_segmentation_metrics())
     assert [metric.name for metric in evaluator.test_metrics] == list(EXPECTED)
+
+
+def test_evaluator_starts_with_anomalib_default_test_metrics() -> None:
+    """Built without anomalib's model package, the defaults still equal AnomalibModule's (type, name, fields)."""
+
+    def describe(metrics: list) -> list[tuple]:
+        return [(type(m), m.name, tuple(m.fields), m.strict) for m in metrics]
+
+    defaults = describe(AnomalibModule.configure_evaluator().test_metrics)
+    assert describe(evaluator_with_pixel_segmentation().test_metrics)[: len(defaults)] == defaults

@@ -11,7 +11,8 @@ import torch
 from anomalib.data import ImageBatch, InferenceBatch
 from torch import nn
 
-from anomalib_surface.post_processing.bidirectional import BidirectionalIntersection, intersect_predictions
+from anomalib_surface.components.intersection import intersect_predictions
+from anomalib_surface.post_processing.bidirectional import BidirectionalIntersection
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -9,7 +9,7 @@ import torch
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from anomalib_surface.components import RealisticAnomalyGenerator
+from anomalib_surface.models.dmp.realistic_anomaly import RealisticAnomalyGenerator
 from anomalib_surface.models.dmp import Dmp, DmpModel
 from anomalib_surface.models.dmp.anomaly_map import MeanFilteredMax
 from anomalib_surface.models.dmp.feature_extractor import EncoderFeatures, PretrainedFeatures, build_feature_extractor

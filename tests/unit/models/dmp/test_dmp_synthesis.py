@@ -1,4 +1,4 @@
-"""Realistic anomaly synthesis used by Dmp (anomalib_surface.components.RealisticAnomalyGenerator)."""
+"""Realistic anomaly synthesis used by Dmp (anomalib_surface.models.dmp.realistic_anomaly.RealisticAnomalyGenerator)."""
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from anomalib_surface.components import RealisticAnomalyGenerator
+from anomalib_surface.models.dmp.realistic_anomaly import RealisticAnomalyGenerator
 from anomalib_surface.models.dmp import Dmp
 
 

@@ -16,13 +16,15 @@ from anomalib.engine import Engine
 from lightning.pytorch import Callback
 
 from anomalib_surface.components import NonFiniteLossError
+from anomalib_surface.components.intersection import intersect_predictions
 from anomalib_surface.data import SurfaceDemo
 from anomalib_surface.models.pgcn import Pgcn
 from anomalib_surface.models.pgcn.anomaly_map import complete_directions, patch_masks_to_map
+from anomalib_surface.models.pgcn.comparator import PatternComparator
+from anomalib_surface.models.pgcn.generator import PatternGenerator
 from anomalib_surface.models.pgcn.loss import ComparatorLoss, match_labels
 from anomalib_surface.models.pgcn.patches import directional_triplets, merge_patches, sample_triplets, split_patches
-from anomalib_surface.models.pgcn.torch_model import PatternComparator, PatternGenerator, PgcnModel
-from anomalib_surface.post_processing.bidirectional import intersect_predictions
+from anomalib_surface.models.pgcn.torch_model import PgcnModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CONFIG = Path(__file__).parents[4] / "configs" / "model" / "pgcn.yaml"

@@ -9,9 +9,10 @@ import pytest
 import torch
 from anomalib.models.components import KCenterGreedy
 
-from anomalib_surface.components.coreset import coreset_size, greedy_coreset, greedy_k_center
-from anomalib_surface.components.memory_bank import PatchFeatureStore, all_gather_rows, image_keys
-from anomalib_surface.components.nearest_neighbor import NearestNeighborSearch, torch_nearest_neighbors
+from anomalib_surface.components.distributed import all_gather_rows, image_keys
+from anomalib_surface.models.tocoad.coreset import coreset_size, greedy_coreset, greedy_k_center
+from anomalib_surface.models.tocoad.feature_store import PatchFeatureStore
+from anomalib_surface.models.tocoad.nearest_neighbor import NearestNeighborSearch, torch_nearest_neighbors
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F  # noqa: N812
 
-from anomalib_surface.components.fft_conv import depthwise_conv2d_fft
+from anomalib_surface.models.dmp.fft_conv import depthwise_conv2d_fft
 
 
 @pytest.mark.parametrize(("kernel", "size"), [((31, 31), (40, 52)), ((5, 3), (9, 7)), ((1, 1), (4, 4)), ((7, 7), (3, 5))])

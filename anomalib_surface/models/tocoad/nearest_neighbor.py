@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .checks import is_traced
+from anomalib_surface.components.checks import is_traced
 
 try:
     import faiss

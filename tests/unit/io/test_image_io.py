@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 
 from anomalib_surface.data.checked_dataset import MVTecLayoutDataset
-from anomalib_surface.data.image_io import (
+from anomalib_surface.data.mad_rto import make_mad_rto
+from anomalib_surface.data.texture_folder import TextureFolder
+from anomalib_surface.io.image_io import (
     ImageReadError,
     MaskError,
     check_mask_size,
@@ -19,8 +21,6 @@ from anomalib_surface.data.image_io import (
     read_image,
     read_mask,
 )
-from anomalib_surface.data.mad_rto import make_mad_rto
-from anomalib_surface.data.texture_folder import TextureFolder
 
 GREY = np.array([[0, 64], [128, 255]], dtype=np.uint8)
 GREY_16 = np.array([[0, 1000], [40000, 65535]], dtype=np.uint16)

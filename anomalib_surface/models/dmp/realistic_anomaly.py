@@ -23,7 +23,7 @@ from pathlib import Path
 import kornia
 import torch
 
-from .synthetic_anomaly import SyntheticAnomalyGenerator
+from anomalib_surface.components.synthetic_anomaly import SyntheticAnomalyGenerator
 
 __all__ = ["RealisticAnomalyGenerator", "local_mean"]
 

@@ -1,4 +1,4 @@
-"""Collect the patch features of all training images for a memory bank, the same on every DDP rank.
+"""Collect the patch features of all training images for Tocoad's memory bank, the same on every DDP rank.
 
 Under DDP each rank sees only its shard of the training set (and ``DistributedSampler`` pads uneven
 shards with repeated images). anomalib's memory-bank models build their bank from the local shard
@@ -11,56 +11,11 @@ a seeded coreset selection.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-
 import torch
-from torch import distributed as dist
 
-__all__ = ["PatchFeatureStore", "all_gather_rows", "image_keys"]
+from anomalib_surface.components.distributed import all_gather_rows
 
-
-def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` of every rank along dim 0 (sizes may differ), in rank order.
-
-    Outside an initialised process group (or with one process) ``tensor`` is returned as is.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    world_size = dist.get_world_size()
-    size = torch.tensor([tensor.shape[0]], device=tensor.device)
-    sizes = [torch.empty_like(size) for _ in range(world_size)]
-    dist.all_gather(sizes, size)
-    max_size = int(torch.stack(sizes).max())
-    padded = tensor.new_zeros((max_size, *tensor.shape[1:]))
-    padded[: tensor.shape[0]] = tensor
-    gathered = [torch.empty_like(padded) for _ in range(world_size)]
-    dist.all_gather(gathered, padded)
-    return torch.cat([rows[: int(rank_size)] for rows, rank_size in zip(gathered, sizes, strict=True)])
-
-
-def _key(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
-
-
-def image_keys(images: torch.Tensor, paths: Sequence[str] | None = None) -> torch.Tensor:
-    """One int64 key per image: a hash of its path, or of its pixels when ``paths`` is ``None``.
-
-    Args:
-        images: ``[B, C, H, W]`` batch (only read when ``paths`` is ``None``).
-        paths: Image file paths of the batch.
-
-    Returns:
-        ``[B]`` int64 keys on the images' device.
-    """
-    if paths is not None:
-        if len(paths) != images.shape[0]:
-            msg = f"Got {len(paths)} image paths for a batch of {images.shape[0]} images."
-            raise ValueError(msg)
-        keys = [_key(str(path).encode()) for path in paths]
-    else:
-        keys = [_key(image.detach().cpu().numpy().tobytes()) for image in images]
-    return torch.tensor(keys, dtype=torch.long, device=images.device)
+__all__ = ["PatchFeatureStore"]
 
 
 class PatchFeatureStore:

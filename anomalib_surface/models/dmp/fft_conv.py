@@ -13,8 +13,8 @@ FFT_DTYPES = (torch.float32, torch.float64)
 def depthwise_conv2d_fft(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(inputs, weight, bias, padding=k // 2, groups=C)`` (zero padding) computed through the FFT.
 
-    The cost does not grow with the kernel area, so large kernels (RepLKNet's 31x31) run many times faster
-    than by direct convolution, whose CPU implementation falls back to a slow path above 16x16.
+    The cost does not grow with the kernel area, which suits large kernels (RepLKNet's 31x31); direct
+    convolution's CPU implementation falls back to a slow path above 16x16.
 
     Args:
         inputs: ``[B, C, H, W]`` features.
