@@ -97,12 +97,12 @@ def cpu_engine(
 def plugin_models() -> list[type[AnomalibModule]]:
     """Model classes that plugins published in ``anomalib.models`` (anomalib's own excluded), by name.
 
-    A model registered there, by an entry point or at run time, is covered by the kit with no test edit.
+    A model registered there, by an entry point or at run time, is covered by the kit with no test edit. The
+    candidates are the imported direct subclasses of ``AnomalibModule`` (what ``get_model`` searches); reading
+    each one's name on ``anomalib.models`` also publishes a plugin whose registration was deferred.
     """
     import anomalib.models
 
-    published = {
-        value for value in vars(anomalib.models).values()
-        if inspect.isclass(value) and AnomalibModule in value.__bases__ and not value.__module__.startswith("anomalib.")
-    }
+    candidates = [model for model in AnomalibModule.__subclasses__() if not model.__module__.startswith("anomalib.")]
+    published = {model for model in candidates if getattr(anomalib.models, model.__name__, None) is model}
     return sorted(published, key=lambda model_class: model_class.__name__)
