@@ -23,6 +23,9 @@ GIB = 2**30
 # Share of the free memory a training batch may take: the backward pass holds activation gradients beside the
 # saved activations, and the data loaders, the optimiser and other processes need the rest.
 BUDGET_FRACTION = 0.5
+# Peak memory of an image's training step per byte autograd saves for it: the backward pass allocates gradients of
+# the activations beside them.
+BACKWARD_FACTOR = 2
 
 
 class MemoryBudgetError(RuntimeError):
@@ -55,18 +58,19 @@ def bytes_saved_for_backward(forward: Callable[[], Any]) -> int:
 def fitting_batch_size(
     batch_size: int, sample_bytes: int, budget_bytes: float, model_name: str, image_size: Sequence[int], options: Sequence[str],
 ) -> int:
-    """The largest batch size up to ``batch_size`` whose saved activations fit ``budget_bytes``.
+    """The largest batch size up to ``batch_size`` whose training step (:data:`BACKWARD_FACTOR` times the saved
+    activations ``sample_bytes`` per image) fits ``budget_bytes``.
 
     Raises:
         MemoryBudgetError: If one image of ``sample_bytes`` does not fit; the message names ``options``.
     """
     if sample_bytes <= 0:
         return batch_size
-    fits = int(budget_bytes // sample_bytes)
+    fits = int(budget_bytes // (BACKWARD_FACTOR * sample_bytes))
     if fits < 1:
         size = "x".join(str(side) for side in image_size)
         msg = (
-            f"{model_name} needs about {sample_bytes / GIB:.1f} GiB of activations to train on one {size} image, but "
+            f"{model_name} needs about {BACKWARD_FACTOR * sample_bytes / GIB:.1f} GiB to train on one {size} image, but "
             f"only {budget_bytes / GIB:.1f} GiB can be used for a batch ({BUDGET_FRACTION:.0%} of the free memory). "
             f"Lower the image size (the pre-processor's resize), --data.train_batch_size or {', '.join(options)}."
         )
@@ -107,10 +111,11 @@ def fit_train_batch_to_memory(
     fitting = fitting_batch_size(batch_size, sample_bytes, budget, name, image_size, options)
     if fitting < batch_size:
         logger.warning(
-            "%s: a training batch of %d images of %s px needs about %.1f GiB of activations, more than the %.1f GiB "
+            "%s: a training batch of %d images of %s px needs about %.1f GiB, more than the %.1f GiB "
             "this machine can give it; training with batches of %d instead. Set --data.train_batch_size to choose, "
             "or lower %s.",
-            name, batch_size, "x".join(map(str, image_size)), batch_size * sample_bytes / GIB, budget / GIB, fitting,
+            name, batch_size, "x".join(map(str, image_size)), BACKWARD_FACTOR * batch_size * sample_bytes / GIB, budget / GIB,
+            fitting,
             ", ".join(options),
         )
         datamodule.train_batch_size = fitting

@@ -23,16 +23,16 @@ OPTIONS = ("--model.ngf",)
 
 
 def test_a_batch_that_fits_is_kept() -> None:
-    assert fitting_batch_size(32, sample_bytes=GIB // 4, budget_bytes=10 * GIB, model_name="M", image_size=(256, 256), options=OPTIONS) == 32
+    assert fitting_batch_size(32, sample_bytes=GIB // 8, budget_bytes=10 * GIB, model_name="M", image_size=(256, 256), options=OPTIONS) == 32
 
 
 def test_a_batch_that_does_not_fit_is_lowered_to_what_fits() -> None:
-    assert fitting_batch_size(32, sample_bytes=GIB, budget_bytes=10.5 * GIB, model_name="M", image_size=(256, 256), options=OPTIONS) == 10
+    assert fitting_batch_size(32, sample_bytes=GIB // 2, budget_bytes=10.5 * GIB, model_name="M", image_size=(256, 256), options=OPTIONS) == 10
 
 
 def test_one_image_that_does_not_fit_stops_naming_the_options() -> None:
-    with pytest.raises(MemoryBudgetError, match=r"M needs about 3.0 GiB .* one 512x512 image, but only 2.0 GiB .*--data.train_batch_size or --model.ngf"):
-        fitting_batch_size(32, sample_bytes=3 * GIB, budget_bytes=2 * GIB, model_name="M", image_size=(512, 512), options=OPTIONS)
+    with pytest.raises(MemoryBudgetError, match=r"M needs about 3.0 GiB to train on one 512x512 image, but only 2.0 GiB .*--data.train_batch_size or --model.ngf"):
+        fitting_batch_size(32, sample_bytes=3 * GIB // 2, budget_bytes=2 * GIB, model_name="M", image_size=(512, 512), options=OPTIONS)
 
 
 def test_saved_activations_are_counted_once_per_storage() -> None:
@@ -61,7 +61,7 @@ def test_the_model_lowers_its_batch_without_changing_its_state(model_class: type
     monkeypatch.setattr(memory_budget, "available_memory_bytes", lambda device: sample_bytes)  # budget: half an image
     with pytest.raises(MemoryBudgetError, match=f"{model_class.__name__} needs about"):
         fit_train_batch_to_memory(model, probes, OPTIONS)
-    monkeypatch.setattr(memory_budget, "available_memory_bytes", lambda device: 7 * sample_bytes)  # 3.5 images
+    monkeypatch.setattr(memory_budget, "available_memory_bytes", lambda device: 14 * sample_bytes)  # budget 7 saved images: 3.5 training steps of one image
     fit_train_batch_to_memory(model, probes, OPTIONS)
     assert datamodule.train_batch_size == 3
 
