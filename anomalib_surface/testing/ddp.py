@@ -56,6 +56,8 @@ def _numpy(predictions: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 def check_ddp(case: ConformanceCase, out: Path) -> None:
     """Check the DDP run of ``case`` in ``out`` (written by :func:`run_ddp`)."""
+    missing = [path.name for path in (out / case.name / f"rank{rank}.pt" for rank in (0, 1)) if not path.is_file()]
+    assert not missing, f"{case.name}: no {missing} in {out / case.name}: the DDP run did not start two processes"
     rank0, rank1 = (torch.load(out / case.name / f"rank{rank}.pt") for rank in (0, 1))
     single = torch.load(out / case.name / "single.pt")
 
