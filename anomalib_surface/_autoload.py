@@ -1,35 +1,24 @@
 """Start-up hook that makes ``anomalib.models`` / ``anomalib.data`` entry points effective.
 
-anomalib reads no entry points, so this package ships ``anomalib_surface_autoload.pth``, which
-site runs at interpreter start-up and which calls :func:`install`. ``install`` only puts a tiny
-import finder on ``sys.meta_path`` (standard library only, no torch): nothing else happens until
-the process imports one of :data:`WATCHED_MODULES`. When one of those modules has finished
-executing, :mod:`anomalib_surface.registration` loads the plugins declared in the matching
-entry-point group and publishes them to anomalib (or adapts the CLI and the benchmark pipeline).
+anomalib reads no entry points, so this package ships ``anomalib_surface_autoload.pth`` (and, for Python 3.15+,
+the PEP 829 ``anomalib_surface_autoload.start`` beside it), which site runs at interpreter start-up and which
+calls :func:`install`. ``install`` only puts a tiny import finder on ``sys.meta_path``: nothing else happens until
+the process imports one of the watched anomalib modules (:func:`watched_modules`). When one of those has finished
+executing, :mod:`anomalib_surface.registration` loads the plugins declared in the matching entry-point group and
+publishes them to anomalib, and :mod:`anomalib_surface.compat` applies its fixes for that module.
 
-Set ``ANOMALIB_DISABLE_PLUGIN_AUTOLOAD=1`` to switch the hook off.
+Every Python process of the environment runs this file, so it imports nothing beyond what the interpreter has
+already loaded at start-up (``os``, ``sys``): no ``importlib.abc``, no ``typing``, no torch. The ``.pth`` line reads
+``ANOMALIB_DISABLE_PLUGIN_AUTOLOAD`` before importing anything, and is silent when this package has been removed
+but the ``.pth`` file left behind.
 """
 
-from __future__ import annotations
-
-import importlib.abc
 import os
 import sys
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from importlib.machinery import ModuleSpec
-    from types import ModuleType
 
 DISABLE_ENV_VAR = "ANOMALIB_DISABLE_PLUGIN_AUTOLOAD"
-WATCHED_MODULES = frozenset({
-    "anomalib.models",
-    "anomalib.data",
-    "anomalib.cli.cli",
-    "anomalib.pipelines.benchmark.job",
-    "anomalib.engine.plugins.checkpoint_io",
-})
+PLUGIN_GROUPS = ("anomalib.models", "anomalib.data")
+"""Entry-point groups, named after the anomalib module that the plugins of each are published on."""
 
 
 def autoload_disabled() -> bool:
@@ -37,16 +26,23 @@ def autoload_disabled() -> bool:
     return os.environ.get(DISABLE_ENV_VAR, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-class _RegisterAfterExec(importlib.abc.Loader):
+def watched_modules() -> frozenset:
+    """The anomalib modules whose import triggers registration (plugin groups) or a compatibility fix."""
+    from anomalib_surface.compat import FIXES
+
+    return frozenset(PLUGIN_GROUPS) | frozenset(FIXES)
+
+
+class _RegisterAfterExec:
     """Loader wrapper: executes the real module, then hands it to the registration code."""
 
-    def __init__(self, loader: importlib.abc.Loader) -> None:
+    def __init__(self, loader: object) -> None:
         self._loader = loader
 
-    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+    def create_module(self, spec: object) -> object:
         return self._loader.create_module(spec)
 
-    def exec_module(self, module: ModuleType) -> None:
+    def exec_module(self, module: object) -> None:
         self._loader.exec_module(module)
         from anomalib_surface import registration
 
@@ -56,16 +52,14 @@ class _RegisterAfterExec(importlib.abc.Loader):
         return getattr(self._loader, name)
 
 
-class AnomalibImportWatcher(importlib.abc.MetaPathFinder):
-    """Meta-path finder that wraps the loaders of :data:`WATCHED_MODULES` and finds nothing else."""
+class AnomalibImportWatcher:
+    """Meta-path finder (``find_spec`` protocol) that wraps the loaders of the watched modules and finds nothing else."""
 
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,
-        target: ModuleType | None = None,
-    ) -> ModuleSpec | None:
-        if fullname not in WATCHED_MODULES:
+    def __init__(self, watched: frozenset) -> None:
+        self.watched = watched
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> object:
+        if fullname not in self.watched:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -79,12 +73,16 @@ class AnomalibImportWatcher(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Put the watcher first on ``sys.meta_path`` once, unless switched off by the environment."""
+    """Put the watcher first on ``sys.meta_path`` once, unless switched off by the environment.
+
+    The entry point of the ``.start`` file (Python 3.15+) and of the ``.pth`` line (older Pythons).
+    """
     if autoload_disabled() or any(isinstance(finder, AnomalibImportWatcher) for finder in sys.meta_path):
         return
-    sys.meta_path.insert(0, AnomalibImportWatcher())
+    watched = watched_modules()
+    sys.meta_path.insert(0, AnomalibImportWatcher(watched))
     # anomalib may have been imported before this hook was installed (e.g. install() called by hand).
-    for name in sorted(WATCHED_MODULES & sys.modules.keys()):
+    for name in sorted(watched & sys.modules.keys()):
         from anomalib_surface import registration
 
         registration.on_module_loaded(name)

@@ -1,4 +1,4 @@
-"""Publish entry-point plugins to anomalib, and accept model/data names in any case on its CLI.
+"""Publish entry-point plugins to anomalib.
 
 Plugins declare their classes in the entry-point groups named after the host modules:
 
@@ -17,30 +17,36 @@ benchmark pipeline) and datamodules only as attributes of ``anomalib.data``
 :mod:`anomalib_surface._autoload` right after anomalib's own module has executed, imports every
 plugin of the matching group and sets it as an attribute of the host module. A plugin that fails
 to load is skipped with a :class:`PluginLoadWarning` naming it.
+
+Only *installed* distributions count (:func:`installed_distributions`): those in the interpreter's
+site-packages, the user site, or another absolute ``site-packages``/``dist-packages`` folder on ``sys.path``
+(editable installs keep their metadata there too). A ``*.dist-info`` folder in the current directory or behind
+a relative ``sys.path`` entry is never loaded, so importing anomalib in a folder does not run code found there.
+
+Registration does not depend on import order: a plugin whose package is still being imported when anomalib's
+module completes (``import anomalib_surface.metrics`` first, which imports anomalib) is registered on the first
+lookup that needs it (``get_model``, ``list_models``, attribute access on the host module) instead.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
-import re
+import os
 import sys
 import warnings
-from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Iterator
+    from importlib.metadata import Distribution, EntryPoint
     from types import ModuleType
 
 logger = logging.getLogger(__name__)
 
 MODELS_GROUP = "anomalib.models"
 DATA_GROUP = "anomalib.data"
-CLI_MODULE = "anomalib.cli.cli"
-BENCHMARK_JOB_MODULE = "anomalib.pipelines.benchmark.job"
-CHECKPOINT_IO_MODULE = "anomalib.engine.plugins.checkpoint_io"
+_SITE_FOLDER_NAMES = frozenset({"site-packages", "dist-packages"})
 _loaded_groups: set[str] = set()
 _pending: dict[str, dict[str, EntryPoint]] = {}
 
@@ -49,11 +55,8 @@ class PluginLoadWarning(UserWarning):
     """A third-party anomalib plugin could not be loaded and was skipped."""
 
 
-class CliPatchWarning(UserWarning):
-    """anomalib's CLI, benchmark or checkpoint internals changed, so a compatibility patch could not be applied."""
-
-
-def _warn(message: str, category: type[Warning]) -> None:
+def warn(message: str, category: type[Warning]) -> None:
+    """Log ``message`` and raise it as a warning of ``category`` (shown once per call site by default)."""
     logger.warning(message)
     warnings.warn(message, category, stacklevel=3)
 
@@ -68,22 +71,71 @@ def _base_class(group: str) -> type:
     return AnomalibDataModule
 
 
+# --- which distributions count as installed -------------------------------------------------------
+
+
+def installed_locations() -> list[str]:
+    """The ``sys.path`` entries, in ``sys.path`` order, that hold installed distributions.
+
+    Those are the interpreter's site-packages folders, the user site (when enabled), and any other absolute
+    ``sys.path`` entry named ``site-packages`` or ``dist-packages`` (``--system-site-packages``,
+    ``site.addsitedir``). Relative entries (``""``, ``"."``: the current directory) and other folders are left out.
+    """
+    import site
+
+    trusted = set(site.getsitepackages()) if hasattr(site, "getsitepackages") else set()
+    if site.ENABLE_USER_SITE:
+        trusted.add(site.getusersitepackages())
+    trusted = {os.path.realpath(folder) for folder in trusted}
+    return [
+        entry
+        for entry in dict.fromkeys(sys.path)
+        if os.path.isabs(entry)
+        and (os.path.realpath(entry) in trusted or os.path.basename(os.path.normpath(entry)) in _SITE_FOLDER_NAMES)
+    ]
+
+
+def installed_distributions() -> Iterator[Distribution]:
+    """Every installed distribution once (the first on ``sys.path`` wins, as for imports)."""
+    from importlib.metadata import distributions
+
+    seen = set()
+    for distribution in distributions(path=installed_locations()):
+        name = (distribution.metadata["Name"] or "").lower().replace("_", "-")
+        if name and name not in seen:
+            seen.add(name)
+            yield distribution
+
+
+def plugin_entry_points(group: str) -> list[EntryPoint]:
+    """The entry points of ``group`` declared by installed distributions."""
+    return [
+        entry_point
+        for distribution in installed_distributions()
+        for entry_point in distribution.entry_points
+        if entry_point.group == group
+    ]
+
+
+# --- loading and publishing -------------------------------------------------------------------------
+
+
 def _load_entry_point(entry_point: EntryPoint, base: type) -> type | None:
     """Import one entry point and check that it is a subclass of ``base``; ``None`` if not usable."""
     origin = f"'{entry_point.name} = {entry_point.value}' (group '{entry_point.group}'"
-    if entry_point.dist is not None:
+    if getattr(entry_point, "dist", None) is not None:
         origin += f", distribution '{entry_point.dist.name}'"
     origin += ")"
     try:
         plugin = entry_point.load()
     except Exception as error:  # noqa: BLE001 - any failure of third-party code must not break anomalib
-        _warn(f"Skipping anomalib plugin {origin}: it failed to load: {error!r}", PluginLoadWarning)
+        warn(f"Skipping anomalib plugin {origin}: it failed to load: {error!r}", PluginLoadWarning)
         return None
     if not (inspect.isclass(plugin) and issubclass(plugin, base)):
-        _warn(f"Skipping anomalib plugin {origin}: it is not a subclass of {base.__name__}.", PluginLoadWarning)
+        warn(f"Skipping anomalib plugin {origin}: it is not a subclass of {base.__name__}.", PluginLoadWarning)
         return None
     if base.__name__ == "AnomalibModule" and base not in plugin.__bases__:
-        _warn(
+        warn(
             f"anomalib plugin {origin}: {plugin.__name__} is not a direct subclass of AnomalibModule, "
             "so anomalib's get_model() and list_models() will not find it by name.",
             PluginLoadWarning,
@@ -94,9 +146,9 @@ def _load_entry_point(entry_point: EntryPoint, base: type) -> type | None:
 def _publish(host: ModuleType, plugin: type) -> None:
     """Make ``plugin`` an attribute of ``host`` (and of its ``__all__``) unless the name is taken."""
     name = plugin.__name__
-    existing = getattr(host, name, None)
+    existing = host.__dict__.get(name)
     if existing is not None and existing is not plugin:
-        _warn(
+        warn(
             f"anomalib plugin class {plugin.__module__}.{name} is shadowed by {host.__name__}.{name}; "
             "use its full class path.",
             PluginLoadWarning,
@@ -123,10 +175,18 @@ def _allow_dotted_model_paths(plugin: type) -> None:
             allowed.add(module_name)
 
 
-def _is_initialising(module_name: str) -> bool:
-    """Whether ``module_name`` is being imported right now (its import triggered anomalib's)."""
-    spec = getattr(sys.modules.get(module_name), "__spec__", None)
-    return bool(getattr(spec, "_initializing", False))
+def _package_initialising(module_name: str) -> bool:
+    """Whether any module of ``module_name``'s top-level package is being imported right now.
+
+    Then that import is what imported anomalib, and importing the plugin now could meet a partially
+    initialised module of its own package (a circular import).
+    """
+    package = module_name.split(".")[0]
+    return any(
+        getattr(getattr(module, "__spec__", None), "_initializing", False)
+        for name, module in list(sys.modules.items())
+        if name == package or name.startswith(package + ".")
+    )
 
 
 def _register(entry_point: EntryPoint, group: str) -> type | None:
@@ -139,19 +199,46 @@ def _register(entry_point: EntryPoint, group: str) -> type | None:
     return plugin
 
 
-def _defer(entry_point: EntryPoint, group: str) -> None:
-    """Publish ``entry_point`` on first attribute access of the host, once its module has finished importing.
+def register_pending(group: str) -> None:
+    """Register the deferred plugins of ``group`` whose package has finished importing."""
+    pending = _pending.get(group, {})
+    for name, entry_point in list(pending.items()):
+        if not _package_initialising(entry_point.module):
+            del pending[name]
+            _register(entry_point, group)
 
-    This happens when the plugin's own module imported anomalib (``from anomalib_surface.models import
-    Clgan`` before anything else): the class is not defined yet when anomalib's module completes.
-    Name-based lookups (``get_model("clgan")``, ``list_models``, the CLI) find it as a subclass anyway;
-    attribute lookups (``get_model({"class_path": "Clgan"})``, ``get_datamodule``) go through the
-    host's module ``__getattr__`` installed here.
+
+def _registering_first(function: Callable, group: str) -> Callable:
+    """``function`` that first registers the deferred plugins of ``group``."""
+    if getattr(function, "_anomalib_surface_group", None) == group:
+        return function
+
+    def wrapper(*args: object, **kwargs: object) -> object:
+        register_pending(group)
+        return function(*args, **kwargs)
+
+    wrapper.__wrapped__ = function  # type: ignore[attr-defined]
+    wrapper._anomalib_surface_group = group  # type: ignore[attr-defined]
+    for attribute in ("__name__", "__qualname__", "__doc__", "__module__"):
+        setattr(wrapper, attribute, getattr(function, attribute, None))
+    return wrapper
+
+
+def _defer(entry_point: EntryPoint, group: str) -> None:
+    """Publish ``entry_point`` on the first lookup that needs it, once its package has finished importing.
+
+    Name-based lookups (``get_model("clgan")``, ``list_models``) go through anomalib's functions wrapped here;
+    attribute lookups (``get_model({"class_path": "Clgan"})``, ``get_datamodule``, ``anomalib.data.SurfaceDemo``)
+    go through the host module's ``__getattr__`` (PEP 562) installed here.
     """
     host = sys.modules[group]
     pending = _pending.setdefault(group, {})
     pending[entry_point.name] = entry_point
-    if getattr(host, "__getattr__", None) is not None:
+    for function_name in ("list_models", "_get_model_class_by_name", "get_datamodule"):
+        function = host.__dict__.get(function_name)
+        if callable(function):
+            setattr(host, function_name, _registering_first(function, group))
+    if host.__dict__.get("__getattr__") is not None:
         return
 
     def __getattr__(name: str) -> type:  # noqa: N807 - PEP 562 module attribute hook
@@ -166,21 +253,21 @@ def _defer(entry_point: EntryPoint, group: str) -> None:
 
 
 def load_plugins(group: str) -> list[type]:
-    """Import every plugin declared in entry-point ``group`` and publish it on the host module.
+    """Import every plugin declared in entry-point ``group`` by an installed distribution and publish it.
 
     Args:
         group: ``"anomalib.models"`` or ``"anomalib.data"``.
 
     Returns:
-        The plugin classes that loaded now, in entry-point order (those whose module is still being
-        imported are published on first access instead). Calling it again is a no-op.
+        The plugin classes that loaded now, in entry-point order (those whose package is still being
+        imported are registered on first lookup instead, see :func:`_defer`). Calling it again is a no-op.
     """
     if group in _loaded_groups:
         return []
     _loaded_groups.add(group)
     plugins = []
-    for entry_point in entry_points(group=group):
-        if _is_initialising(entry_point.module):
+    for entry_point in plugin_entry_points(group):
+        if _package_initialising(entry_point.module):
             _defer(entry_point, group)
             continue
         plugin = _register(entry_point, group)
@@ -190,170 +277,17 @@ def load_plugins(group: str) -> list[type]:
 
 
 def on_module_loaded(module_name: str) -> None:
-    """Called by the import hook once anomalib's ``module_name`` has finished executing."""
-    if module_name in {MODELS_GROUP, DATA_GROUP}:
-        load_plugins(module_name)
-    elif module_name == CLI_MODULE:
-        patch_cli_names(sys.modules[CLI_MODULE])
-    elif module_name == BENCHMARK_JOB_MODULE:
-        patch_benchmark_collect(sys.modules[BENCHMARK_JOB_MODULE])
-    elif module_name == CHECKPOINT_IO_MODULE:
-        patch_checkpoint_io_map_location(sys.modules[CHECKPOINT_IO_MODULE])
+    """Called by the import hook once anomalib's ``module_name`` has finished executing.
 
-
-# --- case-insensitive names on the anomalib CLI -------------------------------------------------
-
-_NAME_OPTIONS = {"--model": MODELS_GROUP, "--data": DATA_GROUP}
-_PLAIN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-
-
-def _normalise(name: str) -> str:
-    return name.replace("_", "").lower()
-
-
-def _all_subclasses(base: type) -> list[type]:
-    found, stack = [], [base]
-    while stack:
-        for subclass in stack.pop().__subclasses__():
-            found.append(subclass)
-            stack.append(subclass)
-    return found
-
-
-def resolve_class_name(name: str, group: str) -> str:
-    """Return the class name that ``name`` means, ignoring case and underscores.
-
-    ``"padim"``, ``"efficient_ad"`` and ``"EfficientAd"`` resolve to ``"Padim"`` and
-    ``"EfficientAd"``. Dotted class paths, file names and unknown names are returned unchanged so that
-    anomalib reports them as it always did.
+    Never raises: a failure here would break anomalib's own import.
     """
-    if not _PLAIN_NAME.match(name):
-        return name
-    host = sys.modules.get(group)
-    base = _base_class(group)
-    candidates = {cls.__name__ for cls in _all_subclasses(base) if host is None or getattr(host, cls.__name__, None)}
-    if name in candidates:
-        return name
-    matches = sorted(cls for cls in candidates if _normalise(cls) == _normalise(name))
-    return matches[0] if len(matches) == 1 else name
+    from anomalib_surface import compat
 
-
-def normalise_cli_args(args: Sequence[str]) -> list[str]:
-    """Rewrite ``--model <name>`` / ``--data <name>`` (and ``--model=<name>``) to class names."""
-    normalised = list(args)
-    for index, arg in enumerate(normalised):
-        option, sep, value = arg.partition("=")
-        if option not in _NAME_OPTIONS:
-            continue
-        if sep:
-            normalised[index] = f"{option}={resolve_class_name(value, _NAME_OPTIONS[option])}"
-        elif index + 1 < len(normalised):
-            normalised[index + 1] = resolve_class_name(normalised[index + 1], _NAME_OPTIONS[option])
-    return normalised
-
-
-def patch_cli_names(cli_module: ModuleType) -> bool:
-    """Wrap ``AnomalibCLI.__init__`` so that model and data names are accepted in any case.
-
-    Returns:
-        Whether the patch is in place. If anomalib's CLI no longer has the expected
-        ``AnomalibCLI.__init__(self, args=None, ...)``, it is left untouched with a :class:`CliPatchWarning`.
-    """
-    cli_class = getattr(cli_module, "AnomalibCLI", None)
-    init = getattr(cli_class, "__init__", None)
-    if getattr(init, "_anomalib_surface_patched", False):
-        return True
     try:
-        parameters = list(inspect.signature(init).parameters)
-    except (TypeError, ValueError):
-        parameters = []
-    if cli_class is None or parameters[:2] != ["self", "args"]:
-        _warn(
-            "anomalib's CLI internals changed (expected AnomalibCLI.__init__(self, args, ...)); model and data "
-            "names must be written as class names (e.g. --model Padim).",
-            CliPatchWarning,
-        )
-        return False
-
-    @functools.wraps(init)
-    def __init__(self: Any, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> None:  # noqa: N807
-        args = normalise_cli_args(sys.argv[1:] if args is None else args)
-        init(self, args, *rest, **kwargs)
-
-    __init__._anomalib_surface_patched = True  # type: ignore[attr-defined]
-    cli_class.__init__ = __init__
-    return True
-
-
-
-# --- anomalib benchmark: grids of models with different options -----------------------------------
-
-
-def collect_benchmark_results(results: list[dict[str, Any]]) -> Any:  # noqa: ANN401 - pandas.DataFrame
-    """One row per benchmark job, the union of all jobs' columns (a job without a column gets NaN).
-
-    anomalib 2.7's ``BenchmarkJob.collect`` takes its columns from the first job only and raises
-    ``KeyError`` when a later job has another one, e.g. ``model.init_args.layer`` in a grid of models
-    whose options differ.
-    """
-    import pandas as pd
-
-    return pd.DataFrame.from_records(results)
-
-
-def patch_benchmark_collect(job_module: ModuleType) -> bool:
-    """Replace ``BenchmarkJob.collect`` by :func:`collect_benchmark_results` (warns if it is missing)."""
-    job_class = getattr(job_module, "BenchmarkJob", None)
-    if job_class is None or not hasattr(job_class, "collect"):
-        _warn("anomalib's BenchmarkJob changed; mixed-model benchmark grids may fail to aggregate.", CliPatchWarning)
-        return False
-    job_class.collect = staticmethod(collect_benchmark_results)
-    return True
-
-
-# --- Trainer checkpoint restores: checkpoints written on another device ----------------------------
-
-
-def keep_storages_on_cpu(storage: Any, location: str) -> Any:  # noqa: ANN401 - torch.UntypedStorage
-    """``torch.load`` ``map_location`` that leaves every storage on the CPU, whatever device it was saved from.
-
-    Lightning's ``TorchCheckpointIO`` default: the strategy moves the restored state to its own device afterwards.
-    """
-    del location
-    return storage
-
-
-def patch_checkpoint_io_map_location(io_module: ModuleType) -> bool:
-    """Give ``AnomalibCheckpointIO.load_checkpoint`` Lightning's default ``map_location`` (:func:`keep_storages_on_cpu`).
-
-    anomalib 2.7's ``AnomalibCheckpointIO`` replaces that default by ``None``, so ``torch.load`` puts every tensor
-    back on the device it was saved from: resuming (``Engine.fit(ckpt_path=...)``, ``anomalib train --ckpt_path``)
-    or testing a checkpoint written on a GPU fails on a machine without CUDA, and one written on ``cuda:1`` fails
-    on a single-GPU machine. An explicit ``map_location`` is passed on unchanged.
-
-    Returns:
-        Whether the patch is in place (warns if anomalib's ``load_checkpoint`` signature changed).
-    """
-    io_class = getattr(io_module, "AnomalibCheckpointIO", None)
-    load = getattr(io_class, "load_checkpoint", None)
-    if getattr(load, "_anomalib_surface_patched", False):
-        return True
-    try:
-        parameters = list(inspect.signature(load).parameters)
-    except (TypeError, ValueError):
-        parameters = []
-    if parameters[:3] != ["self", "path", "map_location"]:
-        _warn(
-            "anomalib's AnomalibCheckpointIO changed (expected load_checkpoint(self, path, map_location, ...)); "
-            "checkpoints saved on a GPU may need a GPU to resume from.",
-            CliPatchWarning,
-        )
-        return False
-
-    @functools.wraps(load)
-    def load_checkpoint(self: Any, path: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-        return load(self, path, keep_storages_on_cpu if map_location is None else map_location, *args, **kwargs)
-
-    load_checkpoint._anomalib_surface_patched = True  # type: ignore[attr-defined]
-    io_class.load_checkpoint = load_checkpoint
-    return True
+        if module_name == MODELS_GROUP:
+            compat.check_tested_version()
+        if module_name in {MODELS_GROUP, DATA_GROUP}:
+            load_plugins(module_name)
+    except Exception as error:  # noqa: BLE001 - the hook must never break anomalib
+        compat.warn_untested(f"registering plugins on {module_name} failed: {error!r}")
+    compat.apply_fixes(module_name)

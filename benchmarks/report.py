@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .protocol import RAW_METRIC_KEYS
 from .runner import METRIC_KEYS, Record
 
 COST_KEYS = (
@@ -45,8 +46,8 @@ HEADERS = {
 }
 
 
-def environment(seed: int, device: str) -> dict[str, Any]:
-    """Versions, device, threads and seed of this run."""
+def environment(seeds: list[int], device: str) -> dict[str, Any]:
+    """Versions, device, threads and training seeds of this run."""
     import anomalib
     import torch
 
@@ -61,14 +62,15 @@ def environment(seed: int, device: str) -> dict[str, Any]:
         "device": device,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "seed": seed,
+        "seeds": seeds,
     }
 
 
 def flat(record: Record) -> dict[str, Any]:
     """One CSV row: identity, metrics and costs of a record."""
-    row = {key: value for key, value in dataclasses.asdict(record).items() if key != "metrics"}
+    row = {key: value for key, value in dataclasses.asdict(record).items() if key not in {"metrics", "raw_metrics"}}
     row.update({key: record.metrics.get(key) for key in METRIC_KEYS})
+    row.update({f"raw_{key}": record.raw_metrics.get(key) for key in RAW_METRIC_KEYS})
     return row
 
 

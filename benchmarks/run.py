@@ -7,6 +7,11 @@ Usage (from the repository root)::
     python -m benchmarks.run --suite locc                # Locc ±IMM ±DGM, Padim, Patchcore on SurfaceDemo-RTO (MadRto)
     python -m benchmarks.run --suite demo --no-pretrained
     python -m benchmarks.run --suite demo --resume       # skip entries finished in an earlier run
+    python -m benchmarks.run --suite demo --seeds 0 1 2  # every entry with three training seeds
+
+Budgets are epochs (``--epochs``; multi-phase models split theirs by their own options), never a
+wall-clock cap, so a command trains the same steps on a quiet or a busy machine; wall time is
+reported beside the metrics.
 
 Output (``--output``, default ``benchmarks/output/<suite>``): ``results.md`` (also printed),
 ``results.csv``, ``results.json`` (every figure and the environment), ``figures/`` (prediction
@@ -27,16 +32,16 @@ import numpy as np
 
 from . import report, studies
 from .runner import Entry, Record, run_entry, use_offline_weights
-from .suites import SUITES, build_datamodule
+from .suites import SUITES, Suite, build_datamodule
 
 
-def _arrays_path(output: Path, entry: str, category: str) -> Path:
-    return output / "arrays" / f"{entry}__{category}.npz"
+def _arrays_path(output: Path, entry: str, category: str, seed: int) -> Path:
+    return output / "arrays" / f"{entry}__{category.replace('/', '-')}__seed{seed}.npz"
 
 
-def run_suite(args: argparse.Namespace) -> list[Record]:
-    """Run (or resume) every entry of the suite on every category; write tables and figures as it goes."""
-    suite = SUITES[args.suite]
+def run_suite(args: argparse.Namespace, suite: Suite | None = None) -> list[Record]:
+    """Run (or resume) every entry of the suite (default: ``--suite``'s) on every category and seed; write tables."""
+    suite = suite or SUITES[args.suite]
     args.data = args.data or suite.data
     entries: list[Entry] = suite.entries(pre_trained=args.pretrained)
     if args.models:
@@ -45,44 +50,54 @@ def run_suite(args: argparse.Namespace) -> list[Record]:
     output = Path(args.output or f"benchmarks/output/{args.suite}{'' if args.pretrained else '_scratch'}")
     command = "python -m benchmarks.run " + shlex.join(sys.argv[1:])
     records = report.load_records(output) if args.resume else []
-    done = {(record.entry, record.category) for record in records if record.status == "ok"}
-    records = [record for record in records if (record.entry, record.category) in done]
-    env = report.environment(args.seed, args.accelerator)
+    done = {(record.entry, record.category, record.seed) for record in records if record.status == "ok"}
+    records = [record for record in records if (record.entry, record.category, record.seed) in done]
+    env = report.environment(args.seeds, args.accelerator)
 
     from tqdm import tqdm
 
-    jobs = [(entry, category) for category in categories for entry in entries if (entry.name, category) not in done]
-    for entry, category in tqdm(jobs, desc=f"suite {args.suite}", unit="run"):
-        datamodule = build_datamodule(args, category)
+    jobs = [
+        (entry, category, seed)
+        for seed in args.seeds
+        for category in categories
+        for entry in entries
+        if (entry.name, category, seed) not in done
+    ]
+    for entry, category, seed in tqdm(jobs, desc=f"suite {args.suite}", unit="run"):
+        datamodule = build_datamodule(args, category, seed)
         record, arrays = run_entry(
             entry,
             datamodule,
             category,
             output,
             image_size=args.image_size,
-            seed=args.seed,
+            seed=seed,
             max_epochs=args.epochs,
-            max_minutes=args.max_minutes,
             progress=args.progress,
             accelerator=args.accelerator,
+            timing=args.timing,
         )
         records.append(record)
         if arrays:
-            _arrays_path(output, entry.name, category).parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(_arrays_path(output, entry.name, category), **arrays)
-            report.prediction_grid(arrays, f"{entry.name} — {category}", output / "figures" / f"{entry.name}__{category}.png")
+            path = _arrays_path(output, entry.name, category, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(path, **arrays)
+            if args.figures:
+                report.prediction_grid(arrays, f"{entry.name} — {category}", output / "figures" / f"{path.stem}.png")
         report.write_tables(records, env, output, suite.title, command)
 
+    first_seed = args.seeds[0]
     arrays_by_category = {
         category: {
-            record.entry: dict(np.load(_arrays_path(output, record.entry, category)))
+            record.entry: dict(np.load(_arrays_path(output, record.entry, category, first_seed)))
             for record in records
-            if record.category == category and record.status == "ok"
+            if record.category == category and record.status == "ok" and record.seed == first_seed
         }
         for category in categories
     }
-    for category, curves in arrays_by_category.items():
-        report.roc_figure(curves, category, output / "figures" / f"roc__{category}.png")
+    if args.figures:
+        for category, curves in arrays_by_category.items():
+            report.roc_figure(curves, category, output / "figures" / f"roc__{category.replace('/', '-')}.png")
     markdown = report.write_tables(records, env, output, suite.title, command)
     if suite.studies:
         markdown += "\n" + run_studies(suite.studies, arrays_by_category)
@@ -127,15 +142,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="*", default=None, help="only these entries (names or model classes)")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=10, help="epoch budget of single-phase trained models")
-    parser.add_argument("--max-minutes", type=float, default=None, help="wall-clock cap on each model's fit")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (each entry runs once per seed)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--demo-counts", type=int, nargs=3, default=None, metavar=("TRAIN", "TEST_GOOD", "TEST_PER_DEFECT"),
+                        help="SurfaceDemo image counts (default: SurfaceDemo's 60, 60, 12)")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                         help="every backbone from scratch (default: tf_efficientnet_lite0 ImageNet weights)")
     parser.add_argument("--resume", action="store_true", help="skip entries finished in --output's results.json")
     parser.add_argument("--output", default=None)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--no-timing", dest="timing", action="store_false", help="skip the ms/image measurements")
+    parser.add_argument("--no-figures", dest="figures", action="store_false", help="skip prediction grids and ROC figures")
     return parser.parse_args(argv)
 
 

@@ -1,10 +1,12 @@
 """Train and test anomalib models side by side and record every figure users compare them by.
 
 One :class:`Entry` is one model configuration (a plugin model, an ablation of it or an anomalib
-baseline). :func:`run_entry` trains it on one category with anomalib's Engine and returns a
-:class:`Record`: image AUROC/F1, pixel AUROC, AUPRO, pixel AP, pixel P/R/ACC/F1/IoU after the
-model's own post-processing, fit seconds, ms per image (batch 1 and batched), peak memory,
-parameter count and checkpoint size. It also keeps the raw anomaly maps of the test set for the
+baseline). :func:`run_entry` trains it on one category with anomalib's Engine for a fixed epoch
+budget (never a wall-clock cap: the same command trains the same steps on a busy machine) and
+returns a :class:`Record`: threshold-free metrics on the raw scores and maps
+(:func:`benchmarks.protocol.raw_map_metrics`), image F1 and pixel P/R/ACC/F1/IoU after the model's
+own post-processing (calibrated on the datamodule's validation set), fit seconds, ms per image
+(batch 1 and batched), peak memory, parameter count and checkpoint size. It also keeps the raw anomaly maps of the test set for the
 figures and for post-processing studies (:mod:`benchmarks.studies`).
 """
 
@@ -28,6 +30,8 @@ from anomalib.post_processing import PostProcessor
 from lightning.pytorch import seed_everything
 
 from anomalib_surface.metrics import pixel_segmentation_metrics
+
+from .protocol import raw_map_metrics
 
 METRIC_KEYS = (
     "image_AUROC",
@@ -71,6 +75,10 @@ class Record:
     category: str
     status: str
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    raw_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Threshold-free metrics on raw scores and maps (:data:`benchmarks.protocol.RAW_METRIC_KEYS`)."""
+    seed: int = 0
+    epochs: int | None = None
     fit_seconds: float | None = None
     ms_per_image_batch1: float | None = None
     ms_per_image_batched: float | None = None
@@ -167,6 +175,7 @@ def build_model(entry: Entry, image_size: int, max_epochs: int) -> AnomalibModul
     return model_class(
         pre_processor=model_class.configure_pre_processor(image_size=(image_size, image_size)),
         evaluator=Evaluator(test_metrics=evaluation_metrics()),
+        visualizer=False,  # the runner draws its own figures; anomalib's per-image plots cost more than Patchcore's fit
         **kwargs,
     )
 
@@ -220,31 +229,35 @@ def run_entry(
     image_size: int,
     seed: int,
     max_epochs: int,
-    max_minutes: float | None = None,
     progress: bool = True,
     accelerator: str = "auto",
+    timing: bool = True,
+    callbacks: list | None = None,
 ) -> tuple[Record, dict[str, np.ndarray]]:
-    """Train, test and time one entry on one category; failures become a ``failed`` record.
+    """Train, test and (with ``timing``) time one entry on one category; failures become a ``failed`` record.
+
+    ``callbacks`` (Lightning callbacks, e.g. a per-epoch record of held-out metrics) are added to the Engine.
 
     Returns:
         The record and the arrays kept for figures and studies: ``images`` (uint8 ``[N, H, W, 3]``),
         ``gt_masks``/``pred_masks`` (bool ``[N, H, W]``), ``labels`` and ``scores`` (``[N]``),
         ``raw_maps`` (``[N, H, W]`` un-normalised) and ``pixel_threshold`` (raw pixel threshold).
     """
-    record = Record(entry=entry.name, model=entry.model, category=category, status="failed")
+    record = Record(entry=entry.name, model=entry.model, category=category, status="failed", seed=seed)
     arrays: dict[str, np.ndarray] = {}
     try:
         seed_everything(seed, workers=True)
         epochs = entry.max_epochs or max_epochs
+        record.epochs = epochs
         model = build_model(entry, image_size, epochs)
         engine = Engine(
             accelerator=accelerator,
             devices=1,
             max_epochs=epochs,
-            max_time={"minutes": max_minutes} if max_minutes else None,
             default_root_dir=output / "runs" / entry.name / category,
             logger=False,
             enable_progress_bar=progress,
+            callbacks=callbacks,
         )
         with PeakMemory() as memory:
             start = time.perf_counter()
@@ -260,9 +273,11 @@ def run_entry(
         record.checkpoint_mb = Path(checkpoint).stat().st_size / 2**20 if checkpoint else None
 
         images, gt_masks, labels = test_set(datamodule)
-        record.ms_per_image_batch1 = _time_inference(model, images, 1)
-        record.ms_per_image_batched = _time_inference(model, images, 16)
-        raw_maps, _ = raw_predictions(model, images)
+        if timing:
+            record.ms_per_image_batch1 = _time_inference(model, images, 1)
+            record.ms_per_image_batched = _time_inference(model, images, 16)
+        raw_maps, raw_scores = raw_predictions(model, images)
+        record.raw_metrics = raw_map_metrics(raw_scores.numpy(), labels.numpy(), raw_maps.numpy(), gt_masks.numpy())
         pixel_threshold = getattr(model.post_processor, "pixel_threshold", torch.tensor(float("nan")))
         arrays = {
             "images": (images.permute(0, 2, 3, 1).clamp(0, 1) * 255).to(torch.uint8).numpy(),
@@ -274,6 +289,7 @@ def run_entry(
             .numpy(),
             "pred_masks": torch.cat([batch.pred_mask.reshape(-1, *images.shape[-2:]) for batch in predictions]).numpy(),
             "raw_maps": raw_maps.float().numpy(),
+            "raw_scores": raw_scores.float().numpy(),
             "pixel_threshold": np.asarray(float(pixel_threshold)),
         }
         record.status = "ok"

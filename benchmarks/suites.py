@@ -20,15 +20,22 @@ from anomalib.data import AnomalibDataModule
 from .runner import Entry
 
 BACKBONE = "tf_efficientnet_lite0"
-SURFACE_DEMO_CATEGORIES = ("brick", "grass", "gravel")
+
+
+def _kind(kind: str) -> tuple[str, ...]:
+    from anomalib_surface.data.surface_categories import CATEGORIES
+
+    return tuple(name for name, category in CATEGORIES.items() if category.kind == kind)
+
+
+SURFACE_DEMO_CATEGORIES = _kind("texture")
+PATTERN_CATEGORIES = _kind("pattern")
+OBJECT_CATEGORIES = _kind("object")
 # Photographs shipped with scikit-image that are not SurfaceDemo textures: the anomaly-source folder
 # ("DTD substitute") of models that require one, such as anomalib's Draem, which would otherwise download DTD.
 ANOMALY_SOURCE_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "coins", "hubble_deep_field",
                          "immunohistochemistry", "moon", "page", "rocket", "text", "clock", "colorwheel", "cell")
 ANOMALY_SOURCE = Path("benchmarks/output/anomaly_source")
-TEXTURE_COLLECTION = Path("benchmarks/output/texture_folder")
-SURFACE_DEMO_MATERIAL = "surface_demo"
-"""Material name of SurfaceDemo as a TextureFolder collection (its categories are the patterns)."""
 
 
 def anomaly_source_folder(folder: Path = ANOMALY_SOURCE) -> Path:
@@ -171,6 +178,31 @@ def dmp_entries(pre_trained: bool) -> list[Entry]:
     return [dataclasses.replace(entry, max_epochs=DMP_SUITE_EPOCHS) for entry in ablations + baseline]
 
 
+def main_entries(pre_trained: bool) -> list[Entry]:
+    """The five plugin models and anomalib's Patchcore, Padim, Stfpm and Draem."""
+    return plugin_entries(pre_trained) + baselines(pre_trained)
+
+
+def claim_entries(pre_trained: bool) -> list[Entry]:
+    """The ablations behind the papers' claims (``benchmarks.results.CLAIMS``), on top of :func:`main_entries`."""
+    (clgan_ae,) = [entry for entry in clgan_entries(pre_trained) if entry.name == "Clgan-AE (L1 only)"]
+    dmp = [entry for entry in dmp_entries(pre_trained) if entry.name != "Dmp"]
+    (dmp_preset,) = [entry for entry in plugin_entries(pre_trained) if entry.name == "Dmp"]
+    plain_synthesis = dataclasses.replace(
+        dmp_preset,
+        name="Dmp plain synthesis",
+        init_args={**dmp_preset.init_args, "soft_edge_sigma": 0.0, "match_lighting": 0.0},
+    )
+    tocoad = [entry for entry in tocoad_entries(pre_trained) if entry.name == "Tocoad stage 2 off (frozen features)"]
+    (locc,) = [entry for entry in plugin_entries(pre_trained) if entry.name == "Locc"]
+    locc_variants = {"Locc one centre (vector)": {"center": "vector"}, "Locc -IMM": {"align": False},
+                     "Locc -DGM": {"outlier_exposure": False}}
+    locc_ablations = [dataclasses.replace(locc, name=name, init_args={**locc.init_args, **change}) for name, change in locc_variants.items()]
+    # The suite's epoch budget applies to every entry alike, so the Dmp ablations drop the dmp suite's own.
+    dmp = [dataclasses.replace(entry, max_epochs=None) for entry in [*dmp, plain_synthesis] if entry.model == "Dmp"]
+    return [clgan_ae, *dmp, *tocoad, *locc_ablations]
+
+
 @dataclasses.dataclass(frozen=True)
 class Suite:
     """A named set of entries, the categories they run on and the post-processing studies to add."""
@@ -187,7 +219,12 @@ class Suite:
 
 
 SUITES = {
-    "demo": Suite("Plugin models and anomalib baselines on SurfaceDemo", lambda pt: plugin_entries(pt) + baselines(pt)),
+    "demo": Suite("Plugin models and anomalib baselines on SurfaceDemo", main_entries),
+    "textures": Suite("Stochastic textures (SurfaceDemo)", main_entries),
+    "patterns": Suite("Periodic patterns (SurfaceDemo cloth and leather)", main_entries, categories=PATTERN_CATEGORIES),
+    "objects": Suite("Aligned objects (SurfaceDemo)", main_entries, categories=OBJECT_CATEGORIES),
+    "objects_rto": Suite("Misaligned objects (MadRto of SurfaceDemo's objects)", main_entries, categories=OBJECT_CATEGORIES, data="MadRto"),
+    "claims": Suite("Ablations behind the papers' claims", claim_entries),
     "tocoad": Suite("Tocoad: stage-2 fine-tuning vs frozen features, beside Patchcore on the same backbone", tocoad_entries),
     "locc": Suite("Locc ±IMM ±DGM on misaligned data (RTO variant), beside Padim and Patchcore", locc_entries, data="MadRto"),
     "dmp": Suite(
@@ -203,28 +240,18 @@ SUITES = {
 }
 
 
-def surface_demo_collection(image_size: int, folder: Path = TEXTURE_COLLECTION) -> Path:
-    """SurfaceDemo as a TextureFolder collection: ``<root>/surface_demo/<category>`` links to each category.
-
-    Returns the collection root (``folder/<image_size>px``) of the material :data:`SURFACE_DEMO_MATERIAL`.
-    """
+def surface_demo_collection(image_size: int) -> Path:
+    """SurfaceDemo's root with its pattern categories built: a TextureFolder collection (``cloth``, ``leather``)."""
     from anomalib_surface.data.surface_demo import make_surface_demo
 
-    demo = make_surface_demo(categories=SURFACE_DEMO_CATEGORIES, image_size=image_size).resolve()
-    material = folder / f"{image_size}px" / SURFACE_DEMO_MATERIAL
-    material.mkdir(parents=True, exist_ok=True)
-    for category in SURFACE_DEMO_CATEGORIES:
-        link = material / category
-        if link.resolve() != demo / category:
-            link.unlink(missing_ok=True)
-            link.symlink_to(demo / category, target_is_directory=True)
-    return material.parent
+    return make_surface_demo(categories=PATTERN_CATEGORIES, image_size=image_size)
 
 
-def texture_folder_datamodule(args: argparse.Namespace, category: str, **loaders: int) -> AnomalibDataModule:
+def texture_folder_datamodule(args: argparse.Namespace, category: str, seed: int, **loaders: int) -> AnomalibDataModule:
     """TextureFolder for ``material/pattern`` (train and test on one pattern) or ``material/pattern_to_test_pattern``.
 
-    Without ``--root`` the collection is SurfaceDemo (:func:`surface_demo_collection`), material ``surface_demo``.
+    Without ``--root`` the collection is SurfaceDemo's patterns (:func:`surface_demo_collection`). Validation is
+    anomalib's synthetic split of the training pattern (no test image).
     """
     from anomalib_surface.data import TextureFolder
 
@@ -240,29 +267,33 @@ def texture_folder_datamodule(args: argparse.Namespace, category: str, **loaders
         split_mode="cross_pattern" if test_pattern else "pattern",
         test_pattern=test_pattern or None,
         image_size=args.image_size,
-        seed=args.seed,
+        seed=seed,
         **loaders,
     )
 
 
-def build_datamodule(args: argparse.Namespace, category: str) -> AnomalibDataModule:
+def build_datamodule(args: argparse.Namespace, category: str, seed: int | None = None) -> AnomalibDataModule:
     """The datamodule named by ``--data`` for one category (``--root`` for all but SurfaceDemo, MadRto, TextureFolder).
 
-    ``--data MadRto`` without ``--root`` is the RTO variant (random rotation + crop) of SurfaceDemo;
+    ``--data MadRto`` without ``--root`` is the RTO variant (rotation + translation) of a SurfaceDemo category;
     ``--data TextureFolder`` categories are ``material/pattern[_to_test_pattern]`` (:func:`texture_folder_datamodule`).
+    ``seed`` (default: the first of ``--seeds``) seeds the datamodule's random splits.
     """
     import anomalib.data
 
     from anomalib_surface.data.surface_demo import make_surface_demo
 
     loaders = {"train_batch_size": args.batch_size, "eval_batch_size": args.batch_size, "num_workers": 0}
+    seed = args.seeds[0] if seed is None else seed
     if args.data == "TextureFolder":
-        return texture_folder_datamodule(args, category, **loaders)
-    common = {"category": category, **loaders}
+        return texture_folder_datamodule(args, category, seed, **loaders)
+    common = {"category": category, "seed": seed, **loaders}
+    counts = dict(zip(("num_train", "num_test_good", "num_test_defect_per_type"), getattr(args, "demo_counts", None) or (), strict=False))
     if args.data == "SurfaceDemo":
-        return anomalib.data.SurfaceDemo(image_size=args.image_size, seed=args.seed, **common)
+        return anomalib.data.SurfaceDemo(image_size=args.image_size, **counts, **common)
     if args.data == "MadRto" and args.root is None:
-        return anomalib.data.MadRto(root=make_surface_demo(categories=category, image_size=args.image_size), **common)
+        source = make_surface_demo(categories=category, image_size=args.image_size, **counts)
+        return anomalib.data.MadRto(root=source, **common)
     if args.root is None:
         msg = f"--data {args.data} needs --root <dataset folder>."
         raise SystemExit(msg)

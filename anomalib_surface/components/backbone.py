@@ -2,19 +2,32 @@
 
 ``pre_trained=True`` (the default, as in anomalib) asks timm for the ImageNet weights, which timm
 fetches from the Hugging Face hub or finds in its cache. On a machine without network access this
-fails deep inside ``huggingface_hub``; :func:`create_backbone` turns every such failure into a
+fails deep inside ``huggingface_hub``, after a minute of download retries; :func:`create_backbone` first checks
+in one short connection whether the hub can be reached at all and, if not, asks for the cached copy only (as with
+``HF_HUB_OFFLINE=1``), so a missing file fails in seconds. Every failure becomes a
 :class:`PretrainedWeightsUnavailableError` that names the ways out.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import timm
 from torch import nn
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 __all__ = ["PretrainedWeightsUnavailableError", "create_backbone"]
+
+HUB_PROBE_TIMEOUT_S = 3.0
+"""How long the reachability check of the Hugging Face endpoint may wait for its one TCP connection."""
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 class PretrainedWeightsUnavailableError(RuntimeError):
@@ -28,6 +41,39 @@ def _ways_out(backbone: str, error: Exception) -> str:
         "file> with the backbone's timm state dict; (3) put the weights in the Hugging Face cache (HF_HOME, "
         "default ~/.cache/huggingface) and set HF_HUB_OFFLINE=1 — see README 'Pretrained weights offline'."
     )
+
+
+def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether one TCP connection to the Hugging Face endpoint (``HF_ENDPOINT``) fails within ``timeout`` seconds.
+
+    Behind a proxy (``HTTPS_PROXY`` and the like) a direct connection says nothing, so the hub counts as reachable.
+    """
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return False
+    from huggingface_hub import constants
+
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return True
+    return False
+
+
+@contextmanager
+def _cache_only_when_hub_unreachable() -> Iterator[None]:
+    """Inside, huggingface_hub reads its cache only (its ``HF_HUB_OFFLINE`` mode) when the hub cannot be reached."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or not hub_unreachable():
+        yield
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = False
 
 
 def create_backbone(
@@ -60,6 +106,9 @@ def create_backbone(
         timm_kwargs["pretrained_cfg_overlay"] = {"file": str(weights_path)}
     pretrained = pre_trained or weights_path is not None
     try:
+        if weights_path is None and pretrained:
+            with _cache_only_when_hub_unreachable():
+                return timm.create_model(backbone, pretrained=True, **timm_kwargs)
         return timm.create_model(backbone, pretrained=pretrained, **timm_kwargs)
     except (OSError, RuntimeError, ValueError) as error:
         if not pretrained:

@@ -27,7 +27,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from anomalib_surface.io.image_io import read_image
 
-__all__ = ["SyntheticAnomalyGenerator", "list_images", "perlin_masks", "paths_of_test_split"]
+__all__ = ["SyntheticAnomalyGenerator", "check_source_disjoint", "list_images", "perlin_masks", "paths_of_test_split"]
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -44,6 +44,26 @@ def paths_of_test_split(trainer: object) -> list[str]:
     test_data = getattr(getattr(trainer, "datamodule", None), "test_data", None)
     samples = getattr(test_data, "samples", None)
     return [] if samples is None else list(samples.image_path)
+
+
+def check_source_disjoint(anomaly_source_path: str | Path | None, test_image_paths: Iterable[str | Path]) -> None:
+    """Refuse an anomaly source folder that overlaps the test split (``None``: no folder, nothing to check).
+
+    Raises:
+        ValueError: If a test image lies inside the source folder or the folder inside a test folder.
+    """
+    if anomaly_source_path is None:
+        return
+    source = Path(anomaly_source_path).resolve()
+    for path in test_image_paths:
+        test_path = Path(path).resolve()
+        if test_path.is_relative_to(source) or source.is_relative_to(test_path.parent):
+            msg = (
+                f"anomaly_source_path '{anomaly_source_path}' overlaps the test split (test image "
+                f"'{path}'). Synthetic anomalies must never be drawn from test data: use a separate folder "
+                "such as DTD, or leave anomaly_source_path unset to use the training images."
+            )
+            raise ValueError(msg)
 
 
 PERLIN_SCALE_EXPONENTS = 6
@@ -157,23 +177,8 @@ class SyntheticAnomalyGenerator(nn.Module):
                 raise FileNotFoundError(msg)
 
     def check_disjoint_from(self, test_image_paths: Iterable[str | Path]) -> None:
-        """Refuse an anomaly source folder that overlaps the test split.
-
-        Raises:
-            ValueError: If a test image lies inside the source folder or the folder inside a test folder.
-        """
-        if self.anomaly_source_path is None:
-            return
-        source = self.anomaly_source_path.resolve()
-        for path in test_image_paths:
-            test_path = Path(path).resolve()
-            if test_path.is_relative_to(source) or source.is_relative_to(test_path.parent):
-                msg = (
-                    f"anomaly_source_path '{self.anomaly_source_path}' overlaps the test split (test image "
-                    f"'{path}'). Synthetic anomalies must never be drawn from test data: use a separate folder "
-                    "such as DTD, or leave anomaly_source_path unset to use the training images."
-                )
-                raise ValueError(msg)
+        """Refuse an anomaly source folder that overlaps the test split (see :func:`check_source_disjoint`)."""
+        check_source_disjoint(self.anomaly_source_path, test_image_paths)
 
     def _read_source(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         """One random source image, ``[3, H, W]`` in ``[0, 1]``."""

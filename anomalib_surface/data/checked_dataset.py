@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +18,7 @@ from torchvision.tv_tensors import Mask
 
 from anomalib_surface.io.image_io import check_mask_size, image_size_of, read_image, read_mask
 
-__all__ = ["CheckedImageDataset", "MVTecLayoutDataset", "check_sample_files", "has_mask"]
+__all__ = ["CheckedImageDataset", "MVTecLayoutDataset", "check_image_files", "check_sample_files", "has_mask"]
 
 
 def has_mask(mask_path: object) -> bool:
@@ -24,13 +26,37 @@ def has_mask(mask_path: object) -> bool:
     return isinstance(mask_path, str) and bool(mask_path)
 
 
+CHECK_THREADS = 8
+"""Threads decoding files in the up-front checks (Pillow and numpy release the GIL while decoding)."""
+
+
 def check_mask_file(mask_path: str | Path, image_path: str | Path, image_size: tuple[int, int]) -> None:
     """Check that a mask file is readable, binary and of its image's ``(H, W)`` (errors name the files)."""
     check_mask_size(mask_path, tuple(read_mask(mask_path).shape), image_path, image_size)
 
 
+def _check_pair(image_path: str | Path, mask_path: str | Path | None) -> tuple[int, int]:
+    image_size = image_size_of(image_path)
+    if mask_path is not None:
+        check_mask_file(mask_path, image_path, image_size)
+    return image_size
+
+
+def check_image_files(pairs: Sequence[tuple[str | Path, str | Path | None]]) -> list[tuple[int, int]]:
+    """Decode every ``(image, mask or None)`` pair in full, in :data:`CHECK_THREADS` threads.
+
+    Returns:
+        ``(H, W)`` of each image, in order.
+
+    Raises:
+        ImageReadError / MaskError: Of the first bad pair in list order, naming its file.
+    """
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
+        return list(pool.map(lambda pair: _check_pair(*pair), pairs))
+
+
 def check_sample_files(samples: pd.DataFrame, where: str) -> None:
-    """Check every image of ``samples`` (readable) and every mask (present for defects, binary, same size).
+    """Check every image of ``samples`` (decoded in full) and every mask (present for defects, binary, same size).
 
     Args:
         samples: anomalib sample table (``image_path``, ``mask_path``, ``label_index``).
@@ -44,12 +70,17 @@ def check_sample_files(samples: pd.DataFrame, where: str) -> None:
         msg = f"No images found in '{where}'."
         raise ValueError(msg)
     for sample in samples.itertuples(index=False):
-        image_size = image_size_of(sample.image_path)
-        if has_mask(sample.mask_path):
-            check_mask_file(sample.mask_path, sample.image_path, image_size)
-        elif sample.label_index == LabelName.ABNORMAL and samples.attrs.get("task") == TaskType.SEGMENTATION:
+        if (
+            not has_mask(sample.mask_path)
+            and sample.label_index == LabelName.ABNORMAL
+            and samples.attrs.get("task") == TaskType.SEGMENTATION
+        ):
             msg = f"Defective image '{sample.image_path}' has no ground-truth mask."
             raise ValueError(msg)
+    check_image_files([
+        (sample.image_path, sample.mask_path if has_mask(sample.mask_path) else None)
+        for sample in samples.itertuples(index=False)
+    ])
 
 
 class CheckedImageDataset(AnomalibDataset):

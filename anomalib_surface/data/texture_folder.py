@@ -23,6 +23,10 @@ Split modes:
   The normal test images are ``test_pattern``'s ``test/good``, or its ``train/good`` when it has no
   ``test/good`` (they are never trained on in this mode).
 
+Validation defaults to anomalib's ``synthetic`` mode (held-out training images, half with synthetic
+anomalies), so no test image is used to fit thresholds or normalisation. SurfaceDemo's pattern
+categories (``cloth/*``, ``leather/*``) are such a collection: pass the SurfaceDemo root.
+
 The folders are checked when the datamodule is set up: missing folders, patterns without training
 images, defective images without a mask, masks of another size than their image and unreadable
 image files raise an error naming the path.
@@ -49,8 +53,9 @@ from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2 import functional as tvf
 from torchvision.tv_tensors import Mask
 
-from anomalib_surface.data.checked_dataset import CheckedImageDataset, check_mask_file, has_mask
-from anomalib_surface.io.image_io import image_size_of, list_image_files, read_mask
+from anomalib_surface.data.cached_build import check_dataset_path
+from anomalib_surface.data.checked_dataset import CheckedImageDataset, check_image_files, has_mask
+from anomalib_surface.io.image_io import list_image_files, read_mask
 
 __all__ = ["SPLIT_MODES", "TextureFolder", "TextureFolderDataset", "make_texture_folder_samples", "tile_starts"]
 
@@ -99,16 +104,15 @@ def _find_mask(image_path: Path, mask_folder: Path) -> Path:
 
 
 def _rows(pattern_dir: Path, split: str, label: str, folder: Path) -> list[dict]:
-    """Sample rows of the images of one label folder, checking images (and masks of defects)."""
-    rows = []
-    for image_path in list_image_files(folder):
-        height, width = image_size_of(image_path)
-        mask_path = None
-        if label != NORMAL_LABEL:
-            mask_folder = _require_folder(pattern_dir / "ground_truth" / label, f"ground-truth mask (defect '{label}')")
-            mask_path = _find_mask(image_path, mask_folder)
-            check_mask_file(mask_path, image_path, (height, width))
-        rows.append({
+    """Sample rows of the images of one label folder, checking images (and masks of defects) in full."""
+    image_paths = list_image_files(folder)
+    mask_paths: list[Path | None] = [None] * len(image_paths)
+    if label != NORMAL_LABEL:
+        mask_folder = _require_folder(pattern_dir / "ground_truth" / label, f"ground-truth mask (defect '{label}')")
+        mask_paths = [_find_mask(image_path, mask_folder) for image_path in image_paths]
+    sizes = check_image_files(list(zip(image_paths, mask_paths, strict=True)))
+    return [
+        {
             "path": str(pattern_dir),
             "pattern": pattern_dir.name,
             "split": split,
@@ -118,8 +122,9 @@ def _rows(pattern_dir: Path, split: str, label: str, folder: Path) -> list[dict]
             "label_index": int(LabelName.NORMAL if label == NORMAL_LABEL else LabelName.ABNORMAL),
             "height": height,
             "width": width,
-        })
-    return rows
+        }
+        for image_path, mask_path, (height, width) in zip(image_paths, mask_paths, sizes, strict=True)
+    ]
 
 
 def _train_rows(pattern_dir: Path, as_split: str) -> list[dict]:
@@ -292,7 +297,10 @@ class TextureFolder(AnomalibDataModule):
         test_split_mode (TestSplitMode | str): How the test set is made. Defaults to ``"from_dir"``.
         test_split_ratio (float): Fraction of training images used as normal test images when a
             pattern has no ``test/good`` (``"pattern"``/``"material"`` modes). Defaults to ``0.2``.
-        val_split_mode (ValSplitMode | str): How the validation set is made. Defaults to ``"same_as_test"``.
+        val_split_mode (ValSplitMode | str): How the validation set is made. The default, anomalib's
+            ``"synthetic"``, holds out part of the training images and pastes synthetic anomalies on half
+            of them, so no test image is used (``"same_as_test"`` would fit thresholds on the test images).
+            Defaults to ``"synthetic"``.
         val_split_ratio (float): Fraction used for validation. Defaults to ``0.5``.
         seed (int | None): Seed of the random splits. Defaults to ``None``.
     """
@@ -316,7 +324,7 @@ class TextureFolder(AnomalibDataModule):
         augmentations: Transform | None = None,
         test_split_mode: TestSplitMode | str = TestSplitMode.FROM_DIR,
         test_split_ratio: float = 0.2,
-        val_split_mode: ValSplitMode | str = ValSplitMode.SAME_AS_TEST,
+        val_split_mode: ValSplitMode | str = ValSplitMode.SYNTHETIC,
         val_split_ratio: float = 0.5,
         seed: int | None = None,
     ) -> None:
@@ -334,7 +342,7 @@ class TextureFolder(AnomalibDataModule):
             val_split_ratio=val_split_ratio,
             seed=seed,
         )
-        self.root = Path(root)
+        self.root = check_dataset_path(root, "root")
         self.material = material
         self.split_mode = split_mode
         self.pattern = pattern

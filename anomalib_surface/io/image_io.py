@@ -26,30 +26,43 @@ Masks (:func:`read_mask`) must be *binary*: every pixel 0 (normal) or one common
 artefacts, anti-aliased edges, several label values) is refused rather than thresholded, because any
 threshold would silently change what is scored as defective. Masks must have the size of their image.
 
-Unreadable or truncated files raise :class:`ImageReadError` naming the file.
+Every reader applies the EXIF orientation tag (``Orientation``, as cameras and phones write it) to
+images *and* masks, so both come out as an image viewer displays them: a mask drawn on the displayed
+photo lines up with it. A mask whose orientation tag differs from its image's gets a warning (it was
+probably drawn on the other orientation); when that makes their sizes differ, the error says so. TIFFs
+that only ``tifffile`` can decode are used as stored.
+
+Unreadable or truncated files raise :class:`ImageReadError` naming the file; every file is decoded in
+full (:func:`image_size_of`), so a truncated JPEG fails when checked, not after training steps.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 __all__ = [
     "ImageReadError",
     "MaskError",
+    "OrientationWarning",
     "check_mask_size",
     "image_size_of",
     "list_image_files",
+    "orientation_of",
     "read_image",
     "read_mask",
 ]
 
 SIXTEEN_BIT_MAX = 65535
+EXIF_ORIENTATION = 0x0112
+TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+"""EXIF orientations that swap height and width (transpositions, rotations by 90 degrees)."""
 TIFF_SUFFIXES = (".tif", ".tiff")
 INTEGER_SCALES = {np.dtype(np.uint8): 255, np.dtype(np.uint16): SIXTEEN_BIT_MAX}
 _PIL_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -63,25 +76,42 @@ class MaskError(ValueError):
     """A ground-truth mask is not binary or does not match its image's size."""
 
 
+class OrientationWarning(UserWarning):
+    """A mask and its image carry different EXIF orientation tags."""
+
+
 def list_image_files(folder: Path) -> list[Path]:
     """Sorted image files (extensions torchvision knows) directly inside ``folder``."""
     return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMG_EXTENSIONS)
 
 
 def image_size_of(path: str | Path) -> tuple[int, int]:
-    """``(H, W)`` of an image file, checking that the file is a complete, readable image.
+    """``(H, W)`` of an image file as read (EXIF orientation applied), decoding the whole file.
+
+    Pillow's ``verify`` does not decode JPEG data, so a truncated JPEG would pass it and fail in the
+    middle of training; this decodes every pixel (without the float conversion of :func:`read_image`).
 
     Raises:
         ImageReadError: Naming the file, if it is not a readable image.
     """
+    path = Path(path)
     try:
         with Image.open(path) as image:
+            image.load()
             width, height = image.size
-            image.verify()
-    except _PIL_ERRORS as error:
-        msg = f"Cannot read image file '{path}': {error}. Expected a complete image file ({', '.join(IMG_EXTENSIONS)})."
-        raise ImageReadError(msg) from error
-    return height, width
+            orientation = int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except _PIL_ERRORS:
+        return tuple(_pixels(path).shape[:2])  # TIFFs for tifffile, or the error naming the file
+    return (width, height) if orientation in TRANSPOSING_ORIENTATIONS else (height, width)
+
+
+def orientation_of(path: str | Path) -> int:
+    """EXIF orientation tag (1-8) of an image file; 1 (as stored) when it has none or is unreadable."""
+    try:
+        with Image.open(path) as image:
+            return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except (*_PIL_ERRORS, TypeError):
+        return 1
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -89,7 +119,7 @@ def _pixels(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
-            return _scaled(image, path)
+            return _scaled(ImageOps.exif_transpose(image), path)
     except ImageReadError:
         raise
     except _PIL_ERRORS as error:
@@ -177,11 +207,33 @@ def read_mask(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(pixels > 0).to(torch.uint8)
 
 
-def check_mask_size(mask_path: str | Path, mask_size: Sequence[int], image_path: str | Path, image_size: Sequence[int]) -> None:
-    """Raise :class:`MaskError` naming both files when a mask's ``(H, W)`` differs from its image's."""
+def check_mask_size(
+    mask_path: str | Path,
+    mask_size: Sequence[int],
+    image_path: str | Path,
+    image_size: Sequence[int],
+) -> None:
+    """Check a mask against its image, both ``(H, W)`` as read (EXIF orientation applied).
+
+    Warns when their EXIF orientation tags differ (the mask was probably drawn on the other orientation,
+    which a square image does not reveal by its size).
+
+    Raises:
+        MaskError: Naming both files, when the sizes differ (and, if the tags differ, saying so).
+    """
+    mask_orientation, image_orientation = orientation_of(mask_path), orientation_of(image_path)
+    disagreement = ""
+    if mask_orientation != image_orientation:
+        disagreement = (
+            f"the EXIF orientation of mask '{mask_path}' ({mask_orientation}) differs from its image "
+            f"'{image_path}' ({image_orientation}); both are applied when read, so the mask must be drawn on the "
+            "image as displayed"
+        )
+        warnings.warn(disagreement[0].upper() + disagreement[1:] + ".", OrientationWarning, stacklevel=2)
     if tuple(mask_size) != tuple(image_size):
         msg = (
             f"Mask '{mask_path}' is {mask_size[0]}x{mask_size[1]} (HxW) but its image '{image_path}' is "
-            f"{image_size[0]}x{image_size[1]}; a mask must have its image's size."
+            f"{image_size[0]}x{image_size[1]}; a mask must have its image's size"
+            + (f" ({disagreement})." if disagreement else ".")
         )
         raise MaskError(msg)

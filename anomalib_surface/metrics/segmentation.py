@@ -122,6 +122,25 @@ def default_test_metrics() -> list[AnomalibMetric]:
     ]
 
 
+def _same_figure(metric: AnomalibMetric, other: AnomalibMetric) -> bool:
+    """Whether both compute the same torchmetrics classification metric on the same batch fields."""
+
+    def computation(candidate: AnomalibMetric) -> type | None:
+        return next((cls for cls in type(candidate).__mro__ if cls.__module__.startswith("torchmetrics.classification")), None)
+
+    return computation(metric) is not None and computation(metric) is computation(other) and (
+        list(metric.fields) == list(other.fields)
+    )
+
+
 def evaluator_with_pixel_segmentation() -> Evaluator:
-    """anomalib's default evaluator (image/pixel AUROC and F1) plus :func:`pixel_segmentation_metrics` on test."""
-    return Evaluator(test_metrics=[*default_test_metrics(), *pixel_segmentation_metrics()])
+    """anomalib's default evaluator (image/pixel AUROC and F1) plus the :func:`pixel_segmentation_metrics` it lacks.
+
+    anomalib's ``pixel_F1Score`` already is the F1 of ``pred_mask`` vs ``gt_mask`` summed over all pixels, so
+    ``pixel_F1`` is not added beside it: the metrics table shows each figure once.
+    """
+    defaults = default_test_metrics()
+    added = [
+        metric for metric in pixel_segmentation_metrics() if not any(_same_figure(metric, other) for other in defaults)
+    ]
+    return Evaluator(test_metrics=[*defaults, *added])

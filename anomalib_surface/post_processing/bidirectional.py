@@ -55,11 +55,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from anomalib.data import Batch, InferenceBatch
-from anomalib.post_processing import PostProcessor
 from lightning import LightningModule, Trainer
 from torch import nn
 
+from anomalib_surface.components.checks import require_bool, require_choice
 from anomalib_surface.components.intersection import intersect_predictions
+
+from .checked import CheckedPostProcessor
 
 __all__ = ["FLIP_DIMS", "BidirectionalIntersection", "DirectionalModel"]
 
@@ -90,7 +92,7 @@ def _unflip(values: torch.Tensor | None, dim: int) -> torch.Tensor | None:
     return values.flip(dim) if values is not None and values.ndim >= 3 else values  # noqa: PLR2004
 
 
-class BidirectionalIntersection(PostProcessor):
+class BidirectionalIntersection(CheckedPostProcessor):
     """Post-processor intersecting two directional passes over each image, then normalising as usual.
 
     See the module docstring for the two cases (directional models, flip test-time augmentation) and
@@ -114,18 +116,16 @@ class BidirectionalIntersection(PostProcessor):
         tensor([[[[0., 1., 0.]]]])
     """
 
+    OPTIONS = ("flip", "use_directional")
+
     def __init__(self, flip: str = "horizontal", use_directional: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
-        if flip not in FLIP_DIMS:
-            msg = f"flip must be one of {tuple(FLIP_DIMS)}, got {flip!r}."
-            raise ValueError(msg)
-        self.flip = flip
-        self.use_directional = use_directional
+        self.configure(flip=flip, use_directional=use_directional)
 
-    @property
-    def _checkpoint_config_keys(self) -> tuple[str, ...]:
-        """Parent keys plus the intersection settings, restored by ``load_checkpoint_config``."""
-        return (*super()._checkpoint_config_keys, "flip", "use_directional")
+    def configure(self, flip: str, use_directional: bool) -> None:
+        """Check both options (the constructor's and a checkpoint's) and set them; see the class arguments."""
+        self.flip = require_choice("flip", flip, tuple(FLIP_DIMS))
+        self.use_directional = require_bool("use_directional", use_directional)
 
     def second_pass(self, model: nn.Module, images: torch.Tensor) -> InferenceBatch:
         """Predict the flipped ``images`` ``[B, C, H, W]`` with ``model`` and flip the maps back."""

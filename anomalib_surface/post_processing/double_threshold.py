@@ -23,17 +23,19 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F  # noqa: N812
 from anomalib.data import Batch, InferenceBatch
-from anomalib.post_processing import PostProcessor
 from kornia.morphology import closing, opening
 from lightning.pytorch import LightningModule, Trainer
 
-from anomalib_surface.components.checks import is_traced, require_int
+from anomalib_surface.components.checks import OptionError, is_traced, require_choice, require_int, require_number
 from anomalib_surface.components.distributed import sum_over_processes
+
+from .checked import CheckedPostProcessor
 
 __all__ = [
     "VALIDATION_FACTOR_GRID",
     "DoubleThresholdMorphology",
     "component_sum",
+    "finite_std_mean",
     "hysteresis_threshold",
     "label_components",
     "remove_small_components",
@@ -46,6 +48,14 @@ LABEL_MODES = ("mask", "score")
 THRESHOLD_STATISTICS = ("image", "normal")
 VALIDATION_FACTOR_GRID = tuple(1.0 + 0.5 * step for step in range(31))
 """High factors 1.0, 1.5, ..., 16.0: a ``factor_grid`` wide enough for the maps of every model we benchmarked."""
+MAX_FACTOR = 1000.0
+"""Largest ``k`` accepted (a threshold 1000 standard deviations above the mean never fires)."""
+MAX_KERNEL_SIZE = 255
+"""Largest structuring element side (kornia's morphology allocates ``kernel_size**2`` shifted copies of a map)."""
+MAX_AREA = 2**24
+"""Largest ``min_area``: pixel counts are float32 sums, exact up to ``2**24``."""
+MAX_LABEL_ITERATIONS = 100_000
+MAX_GRID_SIZE = 1000
 
 
 def structuring_element(size: int, shape: str, device: torch.device | None = None) -> torch.Tensor:
@@ -111,6 +121,20 @@ def component_sum(labels: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return totals.scatter_add(1, labels, values.float()).gather(1, labels)
 
 
+def finite_std_mean(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population std ``[B, C, 1, 1]`` of the finite pixels of each ``[B, C, H, W]`` map.
+
+    Pixels of images with non-finite input are ``+inf`` in the maps of this package's models
+    (:mod:`anomalib_surface.components.finite_inputs`); they stay above any threshold without making the
+    statistics of the rest of the map infinite. A map without finite pixel gets mean 0 and std 0.
+    """
+    finite = torch.isfinite(maps)
+    count = finite.sum(dim=(-2, -1), keepdim=True).clamp(min=1)
+    mean = torch.where(finite, maps, torch.zeros_like(maps)).sum(dim=(-2, -1), keepdim=True) / count
+    deviation = torch.where(finite, maps - mean, torch.zeros_like(maps))
+    return mean, (deviation.square().sum(dim=(-2, -1), keepdim=True) / count).sqrt()
+
+
 def hysteresis_threshold(
     maps: torch.Tensor,
     low_factor: float | torch.Tensor,
@@ -136,7 +160,7 @@ def hysteresis_threshold(
     Returns:
         torch.Tensor: Boolean mask of shape ``[B, C, H, W]``.
     """
-    std, mean = torch.std_mean(maps, dim=(-2, -1), keepdim=True, correction=0)
+    mean, std = finite_std_mean(maps)
     if statistics is not None:
         given_mean, given_std = statistics
         mean = torch.where(torch.isnan(given_mean), mean, given_mean)
@@ -167,10 +191,10 @@ def _as_channels(anomaly_map: torch.Tensor) -> torch.Tensor:
 def _validate_factors(low_factor: float, high_factor: float) -> None:
     if not 0 <= low_factor <= high_factor:
         msg = f"Expected 0 <= low_factor <= high_factor, got low_factor={low_factor}, high_factor={high_factor}."
-        raise ValueError(msg)
+        raise OptionError(msg)
 
 
-class DoubleThresholdMorphology(PostProcessor):
+class DoubleThresholdMorphology(CheckedPostProcessor):
     """Post-processor producing ``pred_mask`` by per-image double thresholding and morphology.
 
     Scores and anomaly maps are normalised exactly as by :class:`~anomalib.post_processing.PostProcessor`
@@ -239,6 +263,19 @@ class DoubleThresholdMorphology(PostProcessor):
         (torch.Size([2, 64, 64]), torch.Size([2]))
     """
 
+    OPTIONS = (
+        "low_factor",
+        "high_factor",
+        "kernel_size",
+        "kernel_shape",
+        "operations",
+        "min_area",
+        "label_iterations",
+        "label_mode",
+        "threshold_statistics",
+        "factor_grid",
+    )
+
     def __init__(
         self,
         low_factor: float = 2.0,
@@ -254,67 +291,72 @@ class DoubleThresholdMorphology(PostProcessor):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        operations = (operations,) if isinstance(operations, str) else tuple(operations)
-        _validate_factors(low_factor, high_factor)
-        require_int("kernel_size", kernel_size, minimum=1)
-        if kernel_size % 2 == 0:
-            msg = f"kernel_size must be odd, got {kernel_size}."
-            raise ValueError(msg)
-        if kernel_shape not in KERNEL_SHAPES:
-            msg = f"kernel_shape must be one of {KERNEL_SHAPES}, got {kernel_shape!r}."
-            raise ValueError(msg)
-        unknown = [operation for operation in operations if operation not in MORPHOLOGY_OPERATIONS]
-        if unknown:
-            msg = f"operations must be drawn from {tuple(MORPHOLOGY_OPERATIONS)}, got unknown {unknown}."
-            raise ValueError(msg)
-        require_int("min_area", min_area, minimum=0)
-        require_int("label_iterations", label_iterations, minimum=1)
-        if label_mode not in LABEL_MODES:
-            msg = f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}."
-            raise ValueError(msg)
-
-        self.low_factor = float(low_factor)
-        self.high_factor = float(high_factor)
-        self.kernel_size = kernel_size
-        self.kernel_shape = kernel_shape
-        self.operations = operations
-        self.min_area = min_area
-        self.label_iterations = label_iterations
-        self.label_mode = label_mode
-        if threshold_statistics not in THRESHOLD_STATISTICS:
-            msg = f"threshold_statistics must be one of {THRESHOLD_STATISTICS}, got {threshold_statistics!r}."
-            raise ValueError(msg)
-        self.threshold_statistics = threshold_statistics
-        self.factor_grid = tuple(float(factor) for factor in factor_grid)
-        if any(factor < 0 for factor in self.factor_grid):
-            msg = f"factor_grid must hold non-negative factors, got {self.factor_grid}."
-            raise ValueError(msg)
-        # Registered only when used, so that default state dicts (and older checkpoints) keep their keys.
-        if threshold_statistics == "normal":
-            self.register_buffer("normal_mean", torch.tensor(float("nan")))
-            self.register_buffer("normal_std", torch.tensor(float("nan")))
-        if self.factor_grid:
-            self.register_buffer("calibrated_high_factor", torch.tensor(float("nan")))
+        self.configure(
+            low_factor=low_factor,
+            high_factor=high_factor,
+            kernel_size=kernel_size,
+            kernel_shape=kernel_shape,
+            operations=operations,
+            min_area=min_area,
+            label_iterations=label_iterations,
+            label_mode=label_mode,
+            threshold_statistics=threshold_statistics,
+            factor_grid=factor_grid,
+        )
         self._normal_moments = torch.zeros(3, dtype=torch.float64)  # pixel count, sum, sum of squares
         self._validation_maps: list[torch.Tensor] = []
         self._validation_masks: list[torch.Tensor] = []
 
-    @property
-    def _checkpoint_config_keys(self) -> tuple[str, ...]:
-        """Parent keys plus the double-threshold settings, restored by ``load_checkpoint_config``."""
-        return (
-            *super()._checkpoint_config_keys,
-            "low_factor",
-            "high_factor",
-            "kernel_size",
-            "kernel_shape",
-            "operations",
-            "min_area",
-            "label_iterations",
-            "label_mode",
-            "threshold_statistics",
-            "factor_grid",
+    def configure(  # noqa: PLR0913 - one argument per option, as the constructor
+        self,
+        low_factor: float,
+        high_factor: float,
+        kernel_size: int,
+        kernel_shape: str,
+        operations: str | Sequence[str],
+        min_area: int,
+        label_iterations: int,
+        label_mode: str,
+        threshold_statistics: str,
+        factor_grid: Sequence[float],
+    ) -> None:
+        """Check every option (the constructor's and a checkpoint's) and set it; see the class arguments."""
+        low_factor = require_number("low_factor", low_factor, 0.0, strict=False, maximum=MAX_FACTOR)
+        high_factor = require_number("high_factor", high_factor, 0.0, strict=False, maximum=MAX_FACTOR)
+        _validate_factors(low_factor, high_factor)
+        kernel_size = require_int("kernel_size", kernel_size, minimum=1, maximum=MAX_KERNEL_SIZE)
+        if kernel_size % 2 == 0:
+            msg = f"kernel_size must be odd, got {kernel_size}."
+            raise OptionError(msg)
+        operations = (operations,) if isinstance(operations, str) else operations
+        if not isinstance(operations, Sequence) or any(operation not in MORPHOLOGY_OPERATIONS for operation in operations):
+            msg = f"operations must be a list drawn from {tuple(MORPHOLOGY_OPERATIONS)}, got {operations!r}."
+            raise OptionError(msg)
+        if not isinstance(factor_grid, Sequence) or isinstance(factor_grid, str) or len(factor_grid) > MAX_GRID_SIZE:
+            msg = f"factor_grid must be a list of at most {MAX_GRID_SIZE} factors, got {factor_grid!r}."
+            raise OptionError(msg)
+        self.low_factor, self.high_factor = low_factor, high_factor
+        self.kernel_size = kernel_size
+        self.kernel_shape = require_choice("kernel_shape", kernel_shape, KERNEL_SHAPES)
+        self.operations = tuple(operations)
+        self.min_area = require_int("min_area", min_area, minimum=0, maximum=MAX_AREA)
+        self.label_iterations = require_int("label_iterations", label_iterations, minimum=1, maximum=MAX_LABEL_ITERATIONS)
+        self.label_mode = require_choice("label_mode", label_mode, LABEL_MODES)
+        self.threshold_statistics = require_choice("threshold_statistics", threshold_statistics, THRESHOLD_STATISTICS)
+        self.factor_grid = tuple(
+            require_number("factor_grid", factor, 0.0, strict=False, maximum=MAX_FACTOR) for factor in factor_grid
         )
+        # Registered only when used, so that default state dicts (and older checkpoints) keep their keys.
+        self._keep_buffers(("normal_mean", "normal_std"), keep=threshold_statistics == "normal")
+        self._keep_buffers(("calibrated_high_factor",), keep=bool(self.factor_grid))
+
+    def _keep_buffers(self, names: tuple[str, ...], *, keep: bool) -> None:
+        """Register NaN scalar buffers ``names`` if ``keep`` and missing; drop them if not ``keep``."""
+        for name in names:
+            if keep and name not in self._buffers:
+                self.register_buffer(name, torch.tensor(float("nan")))
+            elif not keep and name in self._buffers:
+                delattr(self, name)
 
     def on_validation_batch_end(
         self,

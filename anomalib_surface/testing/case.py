@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +99,19 @@ def plugin_models() -> list[type[AnomalibModule]]:
     """Model classes that plugins published in ``anomalib.models`` (anomalib's own excluded), by name.
 
     A model registered there, by an entry point or at run time, is covered by the kit with no test edit. The
-    candidates are the imported direct subclasses of ``AnomalibModule`` (what ``get_model`` searches); reading
-    each one's name on ``anomalib.models`` also publishes a plugin whose registration was deferred.
+    names looked up are the ``anomalib.models`` entry points and the imported direct subclasses of
+    ``AnomalibModule`` (what ``get_model`` searches); reading a name on ``anomalib.models`` also loads a plugin
+    whose registration is lazy or deferred.
     """
     import anomalib.models
 
-    candidates = [model for model in AnomalibModule.__subclasses__() if not model.__module__.startswith("anomalib.")]
-    published = {model for model in candidates if getattr(anomalib.models, model.__name__, None) is model}
-    return sorted(published, key=lambda model_class: model_class.__name__)
+    names = {entry_point.name for entry_point in entry_points(group="anomalib.models")}
+    names |= {model.__name__ for model in AnomalibModule.__subclasses__()}
+    published = {getattr(anomalib.models, name, None) for name in names}
+    return sorted(
+        (
+            model for model in published
+            if inspect.isclass(model) and AnomalibModule in model.__bases__ and not model.__module__.startswith("anomalib.")
+        ),
+        key=lambda model_class: model_class.__name__,
+    )

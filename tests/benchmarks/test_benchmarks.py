@@ -32,7 +32,8 @@ def tiny_suite(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_runner_writes_tables_figures_and_reports_failures(tiny_suite: str, tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    args = ["--suite", tiny_suite, "--image-size", "64", "--no-pretrained", "--output", str(tmp_path), "--no-progress"]
+    args = ["--suite", tiny_suite, "--image-size", "64", "--no-pretrained", "--output", str(tmp_path), "--no-progress",
+            "--demo-counts", "8", "4", "2"]
     records = run.main(args)
     assert {(record.entry, record.status) for record in records} == {("Padim-r18", "ok"), ("Broken", "failed")}
     broken = next(record for record in records if record.entry == "Broken")
@@ -47,8 +48,9 @@ def test_runner_writes_tables_figures_and_reports_failures(tiny_suite: str, tmp_
     assert "DoubleThresholdMorphology" in markdown and "| Padim-r18 | 3.0 |" in markdown
     assert (tmp_path / "results.csv").read_text().count("\n") == 3
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["environment"]["seed"] == 0 and saved["environment"]["torch"]
-    assert (tmp_path / "figures" / "Padim-r18__gravel.png").stat().st_size > 0
+    assert saved["environment"]["seeds"] == [0] and saved["environment"]["torch"]
+    assert (tmp_path / "figures" / "Padim-r18__gravel__seed0.png").stat().st_size > 0
+    assert saved["records"][0]["raw_metrics"].keys() >= {"image_AUROC", "pixel_AUPRO"}
     assert (tmp_path / "figures" / "roc__gravel.png").stat().st_size > 0
     assert "| Padim-r18 |" in capsys.readouterr().out
 
@@ -87,10 +89,11 @@ def test_pgcn_study_builds_its_entries_datamodules_and_tables(tmp_path: Path, mo
 
     from anomalib_surface.post_processing import BidirectionalIntersection
 
-    args = pgcn_study.parse_args(["--patterns", "brick", "grass", "--image-size", "64", "--no-pretrained"])
-    assert (args.data, args.material, args.seeds) == ("TextureFolder", "surface_demo", [0])
+    args = pgcn_study.parse_args(["--patterns", "woven", "plaid", "--image-size", "64", "--no-pretrained"])
+    assert (args.data, args.material, args.seeds) == ("TextureFolder", "cloth", [0])
+    assert pgcn_study.parse_args([]).patterns == ["woven", "plaid", "motif"]
     with pytest.raises(SystemExit):
-        pgcn_study.parse_args(["--patterns", "brick", "brick"])
+        pgcn_study.parse_args(["--patterns", "woven", "woven"])
 
     pgcn, patchcore = pgcn_study.study_entries(pre_trained=False)
     assert (pgcn.model, pgcn.init_args["bidirectional"], patchcore.model) == ("Pgcn", False, "Patchcore")
@@ -100,15 +103,14 @@ def test_pgcn_study_builds_its_entries_datamodules_and_tables(tmp_path: Path, mo
     assert longer_pgcn.init_args == {**pgcn.init_args, "generator_epochs": 24, "comparator_epochs": 66}
     assert isinstance(pgcn_study.instantiate_post_processor(pgcn_study.INTERSECTION), BidirectionalIntersection)
 
-    # Without --root the collection is SurfaceDemo, linked under the working directory's benchmarks/output.
-    monkeypatch.chdir(tmp_path)
-    same, cross = (pgcn_study.pattern_category("surface_demo", "brick", test) for test in ("brick", "grass"))
-    assert (same, cross) == ("surface_demo/brick", "surface_demo/brick_to_grass")
-    for category, test_pattern in ((same, "brick"), (cross, "grass")):
+    # Without --root the collection is SurfaceDemo's root: its pattern categories are material/pattern folders.
+    same, cross = (pgcn_study.pattern_category("cloth", "woven", test) for test in ("woven", "plaid"))
+    assert (same, cross) == ("cloth/woven", "cloth/woven_to_plaid")
+    for category, test_pattern in ((same, "woven"), (cross, "plaid")):
         datamodule = suites.build_datamodule(args, category)
         datamodule.setup()
         assert datamodule.category == category
-        assert set(datamodule.train_data.samples.pattern) == {"brick"}
+        assert set(datamodule.train_data.samples.pattern) == {"woven"}
         assert set(datamodule.test_data.samples.pattern) == {test_pattern}
         assert datamodule.test_data.samples.mask_path.notna().any()
     with pytest.raises(SystemExit, match="material/pattern"):
@@ -119,7 +121,7 @@ def test_pgcn_study_builds_its_entries_datamodules_and_tables(tmp_path: Path, mo
 
     records = [record("Pgcn", cross, 0.25), record("Pgcn", same, 0.5), record("Pgcn", cross, 0.75)]
     assert pgcn_study.pair_table(records, "image_AUROC").splitlines()[::2] == [
-        "| model | brick | brick → grass |",
+        "| model | woven | woven → plaid |",
         "| Pgcn | 50.0 | 50.0 |",
     ]
     markdown = pgcn_study.markdown(records, args, {"seed": 0}, "python -m benchmarks.pgcn_study")

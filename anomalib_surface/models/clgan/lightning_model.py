@@ -46,17 +46,50 @@ from anomalib_surface.components import (
 )
 from anomalib_surface.components.checks import require_unnormalised_inputs
 from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
+from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
+from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
+from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_EPOCHS, MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 from anomalib_surface.post_processing import VALIDATION_FACTOR_GRID, DoubleThresholdMorphology
 
+from .anomaly_map import CHANNEL_REDUCTIONS
 from .loss import ClganLoss
-from .torch_model import ClganModel
+from .torch_model import NORMS, ClganModel
 
 logger = logging.getLogger(__name__)
 # What lowers the memory of a training step, named when even one image does not fit.
 MEMORY_OPTIONS = ("--model.ngf", "--model.n_blocks", "--model.num_patches")
 
 __all__ = ["Clgan"]
+
+
+OPTION_RULES = {
+    "ngf": Integer(1, MAX_WIDTH),
+    "n_downsampling": Integer(0, 8),
+    "n_blocks": Integer(0, MAX_DEPTH),
+    "norm": Choice(NORMS),
+    "ndf": Integer(1, MAX_WIDTH),
+    "n_layers_d": Integer(1, 8),
+    "lambda_rec": Number(0.0, MAX_WEIGHT, strict=False),
+    "lambda_ssim": Number(0.0, MAX_WEIGHT, strict=False),
+    "lambda_adv": Number(0.0, MAX_WEIGHT, strict=False),
+    "lambda_nce": Number(0.0, MAX_WEIGHT, strict=False),
+    "nce_layers": Items(Integer(0, MAX_DEPTH), min_length=1),
+    "nce_t": Number(0.0, 100.0),
+    "num_patches": Integer(1, 65536),
+    "nce_mlp_dim": Integer(1, MAX_WIDTH),
+    "lr": Number(0.0, MAX_LEARNING_RATE),
+    "beta1": Number(0.0, 1.0, strict=False),
+    "beta2": Number(0.0, 1.0, strict=False),
+    "corrupt_inputs": Boolean(),
+    "anomaly_source_path": Optional(Text()),
+    "corruption_probability": Number(0.0, 1.0, strict=False),
+    "channel_reduction": Choice(CHANNEL_REDUCTIONS),
+    "sigma": Number(0.0, 100.0, strict=False),
+    "max_epochs": Integer(1, MAX_EPOCHS),
+}
+"""Checks of every constructor option (types, ranges, finite values, bounds on structural sizes), at build and
+when ``load_from_checkpoint`` rebuilds the model from its saved hyper-parameters."""
 
 
 class Clgan(AnomalibModule):
@@ -142,6 +175,7 @@ class Clgan(AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
+        check_options(OPTION_RULES, locals())
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -208,10 +242,14 @@ class Clgan(AnomalibModule):
         }
 
     @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+    def configure_pre_processor(
+        cls,
+        image_size: tuple[int, int] | None = None,
+        nonfinite_inputs: str = "error",
+    ) -> PreProcessor:
         """Resize to ``image_size`` (default 256x256); no normalisation, images stay in ``[0, 1]``."""
         image_size = image_size or (256, 256)
-        return PreProcessor(transform=Compose([Resize(image_size, antialias=True)]))
+        return FiniteInputPreProcessor(transform=Compose([Resize(image_size, antialias=True)]), nonfinite_inputs=nonfinite_inputs)
 
     def configure_post_processor(self) -> PostProcessor:
         """Double thresholds and morphology (the paper's segmentation), with thresholds from validation.

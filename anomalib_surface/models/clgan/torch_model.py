@@ -16,6 +16,7 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from anomalib_surface.components.checks import require_int
+from anomalib_surface.components.finite_inputs import mark_nonfinite, replace_nonfinite
 from anomalib_surface.components.input_size import InputSizeRequirement, gaussian_blur_min_side, patchgan_min_side
 
 from .anomaly_map import AnomalyMapGenerator
@@ -300,6 +301,7 @@ class ClganModel(nn.Module):
         self.input_requirement.check_batch(images)
         if self.training:
             return self.generator(images)
+        images, nonfinite = replace_nonfinite(images)
         _, residual = self.residual(images)
         anomaly_map = self.anomaly_map_generator(residual)
-        return InferenceBatch(pred_score=anomaly_map.amax(dim=(1, 2, 3)), anomaly_map=anomaly_map)
+        return mark_nonfinite(InferenceBatch(pred_score=anomaly_map.amax(dim=(1, 2, 3)), anomaly_map=anomaly_map), nonfinite)

@@ -4,10 +4,13 @@ The consistency loss compares features of the reconstruction with features of th
 extractors are offered (``feature_extractor`` option of :class:`~.lightning_model.Dmp`):
 
 - ``"copy"`` (the paper's *parameter copying*, default): a copy of the reconstruction encoder that never
-  receives gradients. After every optimisation step its parameters move towards the encoder's by an
-  exponential moving average, ``copy = momentum * copy + (1 - momentum) * encoder`` (``momentum`` 0.99 by
-  default; ``0`` is a hard copy at every step), and its batch-norm statistics are copied. It stays in eval
-  mode.
+  receives gradients. After every optimisation step the encoder's parameters and batch-norm buffers are
+  copied into it, so it equals the encoder the loss was computed with (the paper's literal reading). It
+  stays in eval mode.
+- ``"ema"`` (ablation): the same frozen copy, moved towards the encoder by an exponential moving average,
+  ``copy = momentum * copy + (1 - momentum) * encoder``, applied alike to the parameters and to the
+  batch-norm running statistics (a copied statistic with lagging weights would normalise features the
+  weights do not produce). ``num_batches_tracked`` is copied.
 - ``"gradient"`` (ablation): a separate copy of the encoder, initialised equal to it, trained by the
   gradient of the consistency loss (it is then free to make the loss small by collapsing its features,
   which is what parameter copying avoids).
@@ -29,9 +32,11 @@ from anomalib_surface.components import create_backbone
 
 from .torch_model import ReconstructionEncoder
 
-__all__ = ["FEATURE_EXTRACTORS", "EncoderFeatures", "PretrainedFeatures", "build_feature_extractor"]
+__all__ = ["FEATURE_EXTRACTORS", "FROZEN_UPDATES", "EncoderFeatures", "PretrainedFeatures", "build_feature_extractor"]
 
-FEATURE_EXTRACTORS = ("copy", "gradient", "pretrained")
+FEATURE_EXTRACTORS = ("copy", "ema", "gradient", "pretrained")
+FROZEN_UPDATES = ("copy", "ema")
+"""Encoder copies that get no gradient and follow the encoder through :meth:`EncoderFeatures.update`."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -41,38 +46,44 @@ class EncoderFeatures(nn.Module):
 
     Args:
         encoder: The reconstruction encoder to copy (deep-copied once here).
-        update: ``"copy"``: frozen, updated by :meth:`update` (EMA of the encoder's parameters);
-            ``"gradient"``: trainable by the consistency loss.
-        momentum: EMA momentum of ``"copy"`` in ``[0, 1)`` (``0``: hard copy).
+        update: ``"copy"``: frozen, hard copy of the encoder by :meth:`update`; ``"ema"``: frozen, EMA of
+            the encoder's parameters and buffers by :meth:`update`; ``"gradient"``: trainable by the
+            consistency loss.
+        momentum: EMA momentum of ``"ema"`` in ``[0, 1)`` (unused by the other updates).
     """
 
     def __init__(self, encoder: ReconstructionEncoder, update: str = "copy", momentum: float = 0.99) -> None:
         super().__init__()
-        if update not in {"copy", "gradient"}:
-            msg = f"update must be 'copy' or 'gradient', got '{update}'."
+        if update not in {*FROZEN_UPDATES, "gradient"}:
+            msg = f"feature_extractor update must be one of {(*FROZEN_UPDATES, 'gradient')}, got '{update}'."
             raise ValueError(msg)
         if not 0.0 <= momentum < 1.0:
-            msg = f"copy_momentum must be in [0, 1), got {momentum}."
+            msg = f"ema_momentum must be in [0, 1), got {momentum}."
             raise ValueError(msg)
-        self.frozen = update == "copy"
-        self.momentum = momentum
+        self.update_mode = update
+        self.frozen = update in FROZEN_UPDATES
+        self.momentum = momentum if update == "ema" else 0.0
         self.encoder = copy.deepcopy(encoder).requires_grad_(not self.frozen)
         self.train()  # a frozen copy starts in eval mode: Lightning keeps the modes modules have at fit start
 
     def train(self, mode: bool = True) -> EncoderFeatures:
-        """Follow ``mode`` when trained by gradient; a parameter copy always stays in eval mode."""
+        """Follow ``mode`` when trained by gradient; a frozen copy always stays in eval mode."""
         return super().train(mode and not self.frozen)
 
     @torch.no_grad()
     def update(self, encoder: ReconstructionEncoder) -> None:
-        """Parameter copying: EMA of ``encoder``'s parameters, copy of its batch-norm statistics."""
+        """Follow ``encoder``: ``copy <- momentum * copy + (1 - momentum) * encoder`` for parameters and float buffers.
+
+        ``momentum`` is 0 (hard copy) for ``"copy"``. Integer buffers (``num_batches_tracked``) are copied.
+        """
         if not self.frozen:
-            msg = "update() is for the parameter-copy extractor; the 'gradient' extractor is trained by its loss."
+            msg = "update() is for the frozen 'copy' and 'ema' extractors; the 'gradient' extractor is trained by its loss."
             raise RuntimeError(msg)
-        for copied, source in zip(self.encoder.parameters(), encoder.parameters(), strict=True):
-            copied.lerp_(source, 1.0 - self.momentum)
-        for copied, source in zip(self.encoder.buffers(), encoder.buffers(), strict=True):
-            copied.copy_(source)
+        for copied, source in zip(self.encoder.state_dict().values(), encoder.state_dict().values(), strict=True):
+            if self.momentum and copied.is_floating_point():
+                copied.lerp_(source, 1.0 - self.momentum)
+            else:
+                copied.copy_(source)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Encoder features of stages ``1 .. depth`` (stage 0 is pixel-level and left to the L2/SSIM terms)."""
@@ -113,7 +124,7 @@ def build_feature_extractor(
     """The feature extractor named ``kind`` (one of :data:`FEATURE_EXTRACTORS`)."""
     if kind == "pretrained":
         return PretrainedFeatures(backbone, pre_trained)
-    if kind in {"copy", "gradient"}:
+    if kind in {*FROZEN_UPDATES, "gradient"}:
         return EncoderFeatures(encoder, update=kind, momentum=momentum)
     msg = f"feature_extractor must be one of {FEATURE_EXTRACTORS}, got '{kind}'."
     raise ValueError(msg)

@@ -28,7 +28,7 @@ import torch
 from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.data.transforms.utils import extract_transforms_by_type
-from anomalib.metrics import Evaluator
+from anomalib.metrics import AUPR, Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
@@ -38,16 +38,55 @@ from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from anomalib_surface.components import check_finite, paths_of_test_split
 from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
+from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
+from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
+from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_EPOCHS, MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
+from anomalib_surface.metrics.segmentation import default_test_metrics
 
 from .feature_extractor import FEATURE_EXTRACTORS, EncoderFeatures, build_feature_extractor
 from .loss import DmpLoss
-from .realistic_anomaly import RealisticAnomalyGenerator
+from .synthesis import ANOMALY_SYNTHESES, build_anomaly_generator
 from .torch_model import DmpModel
 
 __all__ = ["Dmp"]
 
 # What lowers the memory of a training step, named when even one image does not fit.
 MEMORY_OPTIONS = ("--model.reconstruction_width", "--model.prediction_width", "--model.depth")
+
+
+OPTION_RULES = {
+    "anomaly_synthesis": Choice(ANOMALY_SYNTHESES),
+    "anomaly_source_path": Optional(Text()),
+    "anomaly_probability": Number(0.0, 1.0, strict=False),
+    "opacity_range": Items(Number(0.0, 1.0, strict=False), length=2),
+    "soft_edge_sigma": Number(0.0, 100.0, strict=False),
+    "match_lighting": Number(0.0, 1.0, strict=False),
+    "reconstruction_width": Integer(1, MAX_WIDTH),
+    "prediction_width": Integer(1, MAX_WIDTH),
+    "depth": Integer(1, 8),
+    "kernel_size": Integer(1, MAX_KERNEL),
+    "small_kernel_size": Integer(1, MAX_KERNEL),
+    "fft_min_kernel_size": Integer(1, 10**6),
+    "feature_consistency": Boolean(),
+    "feature_extractor": Choice(FEATURE_EXTRACTORS),
+    "ema_momentum": Number(0.0, 1.0, strict=False),
+    "backbone": Text(),
+    "pre_trained": Boolean(),
+    "l2_weight": Number(0.0, MAX_WEIGHT, strict=False),
+    "ssim_weight": Number(0.0, MAX_WEIGHT, strict=False),
+    "feature_weight": Number(0.0, MAX_WEIGHT, strict=False),
+    "score_filter_size": Integer(1, MAX_KERNEL),
+    "learning_rate": Number(0.0, MAX_LEARNING_RATE),
+    "lr_milestones": Items(Number(0.0, 1.0)),
+    "max_epochs": Integer(1, MAX_EPOCHS),
+}
+"""Checks of every constructor option (types, ranges, finite values, bounds on structural sizes), at build and
+when ``load_from_checkpoint`` rebuilds the model from its saved hyper-parameters."""
+
+
+def pixel_ap() -> AUPR:
+    """Pixel average precision of the anomaly map (logged as ``pixel_AUPR``; skipped without masks)."""
+    return AUPR(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False)
 
 
 class Dmp(AnomalibModule):
@@ -57,6 +96,8 @@ class Dmp(AnomalibModule):
         anomaly_source_path: Folder of anomaly source images (e.g. DTD, or crops of real defects). ``None``
             (default) fills synthetic defects from the training images themselves. A folder overlapping the
             datamodule's test split is refused at fit start.
+        anomaly_synthesis: ``"realistic"`` (paper), ``"draem"`` (anomalib's DRAEM synthesis) or ``"self_fill"``
+            (realistic, filled from the training images); see :mod:`.synthesis`.
         anomaly_probability: Fraction of training images that receive a synthetic defect.
         opacity_range: ``(min, max)`` opacity of synthetic defects.
         soft_edge_sigma: Width (pixels) of the soft inner edge of synthetic defects.
@@ -70,10 +111,10 @@ class Dmp(AnomalibModule):
         fft_min_kernel_size: Re-parameterised kernels at least this large run through the FFT at inference
             (17; ``0``: never). Validation, test and predict re-parameterise automatically.
         feature_consistency: Use the deep-feature consistency term of the reconstruction loss.
-        feature_extractor: ``"copy"`` (paper: copy of the reconstruction encoder updated by parameter
-            copying), ``"gradient"`` (ablation: the copy is trained by gradients) or ``"pretrained"``
-            (frozen timm ``backbone``).
-        copy_momentum: EMA momentum of parameter copying after each optimisation step (``0``: hard copy).
+        feature_extractor: ``"copy"`` (paper: hard copy of the reconstruction encoder after every step),
+            ``"ema"`` (EMA of its parameters and batch-norm statistics), ``"gradient"`` (the copy is trained
+            by gradients) or ``"pretrained"`` (frozen timm ``backbone``).
+        ema_momentum: Momentum of the ``"ema"`` extractor.
         backbone: timm backbone of the ``"pretrained"`` feature extractor.
         pre_trained: Load ImageNet weights for that backbone.
         l2_weight: Weight of the L2 reconstruction term (paper's lambda_1 = 1).
@@ -98,6 +139,7 @@ class Dmp(AnomalibModule):
     def __init__(
         self,
         anomaly_source_path: str | None = None,
+        anomaly_synthesis: str = "realistic",
         anomaly_probability: float = 0.5,
         opacity_range: tuple[float, float] = (0.2, 1.0),
         soft_edge_sigma: float = 1.0,
@@ -110,7 +152,7 @@ class Dmp(AnomalibModule):
         fft_min_kernel_size: int = 17,
         feature_consistency: bool = True,
         feature_extractor: str = "copy",
-        copy_momentum: float = 0.99,
+        ema_momentum: float = 0.99,
         backbone: str = "resnet18",
         pre_trained: bool = True,
         l2_weight: float = 1.0,
@@ -125,6 +167,7 @@ class Dmp(AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
+        check_options(OPTION_RULES, locals())
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -143,7 +186,8 @@ class Dmp(AnomalibModule):
         if max_epochs < 1:
             msg = f"max_epochs must be >= 1, got {max_epochs}."
             raise ValueError(msg)
-        self.augmenter = RealisticAnomalyGenerator(
+        self.augmenter = build_anomaly_generator(
+            anomaly_synthesis,
             anomaly_source_path=anomaly_source_path,
             probability=anomaly_probability,
             opacity_range=opacity_range,
@@ -163,13 +207,14 @@ class Dmp(AnomalibModule):
             build_feature_extractor(
                 feature_extractor,
                 self.model.reconstruction.encoder,
-                momentum=copy_momentum,
+                momentum=ema_momentum,
                 backbone=backbone,
                 pre_trained=pre_trained,
             )
             if feature_consistency
             else None
         )
+        self.model.input_requirement.check_pre_processor(self)
         self.loss = DmpLoss(extractor, l2_weight=l2_weight, ssim_weight=ssim_weight, feature_weight=feature_weight)
         self.learning_rate = learning_rate
         self.lr_milestones = tuple(lr_milestones)
@@ -189,9 +234,18 @@ class Dmp(AnomalibModule):
         }
 
     @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+    def configure_pre_processor(
+        cls,
+        image_size: tuple[int, int] | None = None,
+        nonfinite_inputs: str = "error",
+    ) -> PreProcessor:
         """Resize to ``image_size`` (default 256 x 256); no normalisation, the networks work on ``[0, 1]``."""
-        return PreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]))
+        return FiniteInputPreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]), nonfinite_inputs=nonfinite_inputs)
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """anomalib's default metrics plus pixel AP (the paper's "AP"), which is also computed on validation."""
+        return Evaluator(val_metrics=[pixel_ap()], test_metrics=[*default_test_metrics(), pixel_ap()])
 
     @property
     def learning_type(self) -> LearningType:
@@ -248,7 +302,7 @@ class Dmp(AnomalibModule):
         return self.loss(images, reconstruction, masks, logits)
 
     def on_train_batch_end(self, outputs: STEP_OUTPUT, batch: Batch, batch_idx: int) -> None:
-        """Parameter copying: move the frozen feature extractor towards the updated reconstruction encoder."""
+        """Parameter copying: the frozen feature extractor follows the updated reconstruction encoder."""
         del outputs, batch, batch_idx  # These variables are not used.
         extractor = self.loss.feature_consistency.extractor if self.loss.feature_consistency is not None else None
         if isinstance(extractor, EncoderFeatures) and extractor.frozen:

@@ -25,6 +25,9 @@ from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from anomalib_surface.components.checks import is_traced
+from anomalib_surface.components.finite_inputs import mark_nonfinite, replace_nonfinite
+from anomalib_surface.components.input_size import InputSizeRequirement
+
 from .anomaly_map import MeanFilteredMax
 from .fft_conv import FFT_DTYPES, depthwise_conv2d_fft
 
@@ -393,6 +396,11 @@ class DmpModel(nn.Module):
             6, prediction_width, depth, kernel_size, small_kernel_size, fft_min_kernel_size
         )
         self.anomaly_score = MeanFilteredMax(score_filter_size)
+        self.input_requirement = InputSizeRequirement(
+            "Dmp",
+            minimum=2**depth,
+            reason=f"depth={depth} halvings of the reconstruction encoder must leave at least 1 pixel",
+        )
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | InferenceBatch:
         """Reconstruct and predict the defect map of ``[B, 3, H, W]`` images in ``[0, 1]``.
@@ -402,12 +410,16 @@ class DmpModel(nn.Module):
             Eval: :class:`InferenceBatch` with ``anomaly_map`` = sigmoid of the defect map
             ``[B, 1, H, W]`` and ``pred_score`` ``[B]`` = max of the mean-filtered map.
         """
+        self.input_requirement.check_batch(images)
+        nonfinite = None
+        if not self.training:
+            images, nonfinite = replace_nonfinite(images)
         reconstruction = self.reconstruction(images)
         logits = self.prediction(torch.cat([images, reconstruction], dim=1))
-        if self.training:
+        if nonfinite is None:
             return reconstruction, logits
         anomaly_map = torch.sigmoid(logits)
-        return InferenceBatch(pred_score=self.anomaly_score(anomaly_map), anomaly_map=anomaly_map)
+        return mark_nonfinite(InferenceBatch(pred_score=self.anomaly_score(anomaly_map), anomaly_map=anomaly_map), nonfinite)
 
     def reparameterize(self) -> DmpModel:
         """Switch to eval mode and fuse every large-kernel block into a single convolution; returns ``self``.

@@ -50,10 +50,13 @@ from anomalib_surface.components import (
     sum_over_processes,
 )
 from anomalib_surface.components.checks import require_int, require_number, require_unnormalised_inputs
+from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
+from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
+from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_EPOCHS, MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
 
 from .defect_generation import DefectGenerator
 from .loss import LocalCentreLoss
-from .torch_model import LoccModel
+from .torch_model import CENTER_MODES, LoccModel
 
 __all__ = ["Locc", "LoccPhase"]
 
@@ -66,6 +69,31 @@ class LoccPhase(IntEnum):
     ALIGN = 0
     CENTRES = 1
     LOCALISE = 2
+
+
+OPTION_RULES = {
+    "align": Boolean(),
+    "imm_epochs": Integer(0, MAX_EPOCHS),
+    "imm_lr": Number(0.0, MAX_LEARNING_RATE),
+    "imm_channels": Items(Integer(1, MAX_WIDTH), min_length=1, max_length=8),
+    "template_seed": Integer(0, 2**63 - 1),
+    "backbone": Text(),
+    "pre_trained": Boolean(),
+    "weights_path": Optional(Text()),
+    "feature_dim": Integer(1, MAX_WIDTH),
+    "hidden_dim": Integer(1, MAX_WIDTH),
+    "center": Choice(CENTER_MODES),
+    "projection_seed": Integer(0, 2**63 - 1),
+    "alm_epochs": Integer(1, MAX_EPOCHS),
+    "alm_lr": Number(0.0, MAX_LEARNING_RATE),
+    "outlier_exposure": Boolean(),
+    "defect_probability": Number(0.0, 1.0, strict=False),
+    "defect_shape": Choice(("perlin", "rectangle")),
+    "foreign_source_path": Optional(Text()),
+    "margin": Number(0.0, 10.0, strict=False),
+}
+"""Checks of every constructor option (types, ranges, finite values, bounds on structural sizes), at build and
+when ``load_from_checkpoint`` rebuilds the model from its saved hyper-parameters."""
 
 
 class Locc(AnomalibModule):
@@ -129,6 +157,7 @@ class Locc(AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
+        check_options(OPTION_RULES, locals())
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -182,12 +211,16 @@ class Locc(AnomalibModule):
         }
 
     @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+    def configure_pre_processor(
+        cls,
+        image_size: tuple[int, int] | None = None,
+        nonfinite_inputs: str = "error",
+    ) -> PreProcessor:
         """Resize only (default 256×256): the IMM and the DGM work on images in ``[0, 1]``.
 
         The backbone's ImageNet normalisation happens inside the model.
         """
-        return PreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]))
+        return FiniteInputPreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]), nonfinite_inputs=nonfinite_inputs)
 
     def phase_of_epoch(self, epoch: int) -> LoccPhase:
         """Training phase of a (0-based) epoch."""

@@ -26,6 +26,7 @@ from anomalib.models.components import DynamicBufferMixin
 from torch import nn
 
 from anomalib_surface.components import create_backbone
+from anomalib_surface.components.finite_inputs import mark_nonfinite, replace_nonfinite
 
 from .anomaly_map import AnomalyMapGenerator
 from .loss import half_cosine_distance
@@ -271,8 +272,9 @@ class LoccModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Anomaly map ``[B, 1, H, W]`` in input coordinates and its maximum as image score ``[B]``."""
+        images, nonfinite = replace_nonfinite(images)
         aligned, params = self.align(images)
         distance = self.alm.distance(self.alm(aligned))
         anomaly_map = self.anomaly_map_generator(distance, images.shape[-2:], params)
-        return InferenceBatch(pred_score=anomaly_map.amax(dim=(-3, -2, -1)), anomaly_map=anomaly_map)
+        return mark_nonfinite(InferenceBatch(pred_score=anomaly_map.amax(dim=(-3, -2, -1)), anomaly_map=anomaly_map), nonfinite)
 

@@ -45,6 +45,9 @@ from anomalib_surface.components import (
 )
 from anomalib_surface.components.checks import require_int, require_number, require_unnormalised_inputs
 from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
+from anomalib_surface.components.checks import Boolean, Integer, Items, Number, Optional, Text, check_options
+from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
+from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_EPOCHS, MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 
 from .batch_norm import PreciseBatchNorm
@@ -70,6 +73,32 @@ def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
         msg = f"image_size must be a positive int or a pair (H, W) of them, got {image_size!r}."
         raise ValueError(msg)
     return size
+
+
+OPTION_RULES = {
+    "image_size": Optional(Items(Integer(1, 8192), length=2)),
+    "grid_size": Integer(2, 64),
+    "patch_size": Integer(1, 64),
+    "embed_dim": Integer(1, MAX_WIDTH),
+    "depths": Items(Integer(1, MAX_DEPTH), min_length=1, max_length=8),
+    "num_heads": Items(Integer(1, 256), min_length=1, max_length=8),
+    "window_size": Integer(1, 64),
+    "mlp_ratio": Number(0.0, 64.0),
+    "comparator_width": Integer(1, MAX_WIDTH),
+    "comparator_hidden": Integer(1, MAX_WIDTH),
+    "bidirectional": Boolean(),
+    "generator_epochs": Integer(1, MAX_EPOCHS),
+    "comparator_epochs": Integer(1, MAX_EPOCHS),
+    "generator_lr": Number(0.0, MAX_LEARNING_RATE),
+    "comparator_lr": Number(0.0, MAX_LEARNING_RATE),
+    "triplets_per_image": Integer(1, 1024),
+    "mask_loss_weight": Number(0.0, MAX_WEIGHT, strict=False),
+    "anomaly_source_path": Optional(Text()),
+    "anomaly_probability": Number(0.0, 1.0, strict=False),
+    "recalibrate_batch_norm": Boolean(),
+}
+"""Checks of every constructor option (types, ranges, finite values, bounds on structural sizes), at build and
+when ``load_from_checkpoint`` rebuilds the model from its saved hyper-parameters."""
 
 
 class Pgcn(AnomalibModule):
@@ -157,6 +186,7 @@ class Pgcn(AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
+        check_options(OPTION_RULES, locals())
         size = _as_size(image_size) if image_size is not None else None
         if pre_processor is True:
             pre_processor = self.configure_pre_processor(size)
@@ -236,9 +266,13 @@ class Pgcn(AnomalibModule):
         }
 
     @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+    def configure_pre_processor(
+        cls,
+        image_size: tuple[int, int] | None = None,
+        nonfinite_inputs: str = "error",
+    ) -> PreProcessor:
         """Resize to ``image_size`` (default 224x224); no normalisation, images stay in ``[0, 1]``."""
-        return PreProcessor(transform=Compose([Resize(image_size or DEFAULT_IMAGE_SIZE, antialias=True)]))
+        return FiniteInputPreProcessor(transform=Compose([Resize(image_size or DEFAULT_IMAGE_SIZE, antialias=True)]), nonfinite_inputs=nonfinite_inputs)
 
     @staticmethod
     def configure_evaluator() -> Evaluator:

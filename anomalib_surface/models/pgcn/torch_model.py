@@ -18,6 +18,7 @@ import torch
 from anomalib.data import InferenceBatch
 from torch import nn
 
+from anomalib_surface.components.finite_inputs import mark_nonfinite, replace_nonfinite
 from anomalib_surface.components.intersection import intersect_predictions
 
 from .anomaly_map import complete_directions, patch_masks_to_map
@@ -185,7 +186,8 @@ class PgcnModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Image scores ``[B]`` and anomaly maps ``[B, 1, H, W]`` of ``[B, 3, H, W]`` images in ``[0, 1]``."""
+        images, nonfinite = replace_nonfinite(images)
         left, right = self.forward_directional(images)
         if self.bidirectional:
-            return intersect_predictions(left, right)
-        return InferenceBatch(pred_score=left.pred_score.flatten(1).amax(dim=1), anomaly_map=left.anomaly_map)
+            return mark_nonfinite(intersect_predictions(left, right), nonfinite)
+        return mark_nonfinite(InferenceBatch(pred_score=left.pred_score.flatten(1).amax(dim=1), anomaly_map=left.anomaly_map), nonfinite)

@@ -47,6 +47,9 @@ from anomalib_surface.components import (
     paths_of_test_split,
 )
 from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
+from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
+from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
+from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_EPOCHS, MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
 
 from .anomaly_generator import RotatedAnomalyGenerator
 from .coreset import greedy_coreset
@@ -71,6 +74,35 @@ def _view_augmentation() -> nn.Sequential:
         K.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8),
         K.RandomGrayscale(p=0.2),
     )
+
+
+OPTION_RULES = {
+    "backbone": Text(),
+    "layers": Items(Text(), min_length=1, max_length=8),
+    "pre_trained": Boolean(),
+    "weights_path": Optional(Text()),
+    "stage1_epochs": Integer(0, MAX_EPOCHS),
+    "stage2_epochs": Integer(0, MAX_EPOCHS),
+    "coreset_sampling_ratio": Number(0.0, 1.0),
+    "coreset_projection_dim": Integer(1, MAX_WIDTH),
+    "num_neighbors": Integer(1, 1024),
+    "nn_index": Choice(INDEX_TYPES),
+    "discriminator_channels": Integer(1, MAX_WIDTH),
+    "projector_dim": Integer(1, MAX_WIDTH),
+    "predictor_hidden_dim": Integer(1, MAX_WIDTH),
+    "focal_alpha": Number(0.0, 1.0, strict=False),
+    "focal_gamma": Number(0.0, 100.0, strict=False),
+    "negative_weight": Number(0.0, MAX_WEIGHT, strict=False),
+    "negative_margin": Number(0.0, 100.0, strict=False),
+    "rotation_degrees": Number(0.0, 180.0, strict=False),
+    "anomaly_source_path": Optional(Text()),
+    "anomaly_probability": Number(0.0, 1.0, strict=False),
+    "learning_rate": Number(0.0, MAX_LEARNING_RATE),
+    "backbone_learning_rate": Number(0.0, MAX_LEARNING_RATE),
+    "seed": Integer(0, 2**63 - 1),
+}
+"""Checks of every constructor option (types, ranges, finite values, bounds on structural sizes), at build and
+when ``load_from_checkpoint`` rebuilds the model from its saved hyper-parameters."""
 
 
 class Tocoad(AnomalibModule):
@@ -140,6 +172,7 @@ class Tocoad(AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
+        check_options(OPTION_RULES, locals())
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -199,6 +232,19 @@ class Tocoad(AnomalibModule):
         self._bank_pending = False
         # The stages train disjoint parameter sets and stage 3 takes no optimiser step at all.
         self.automatic_optimization = False
+
+    @classmethod
+    def configure_pre_processor(
+        cls,
+        image_size: tuple[int, int] | None = None,
+        nonfinite_inputs: str = "error",
+    ) -> PreProcessor:
+        """anomalib's default (resize, default 256x256, and ImageNet normalisation), refusing non-finite pixels.
+
+        ``nonfinite_inputs``: see :class:`~anomalib_surface.components.finite_inputs.FiniteInputPreProcessor`.
+        """
+        default = super().configure_pre_processor(image_size)
+        return FiniteInputPreProcessor(transform=default.transform, nonfinite_inputs=nonfinite_inputs)
 
     @classmethod
     def smoke_test_init_args(cls) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_surface.components import create_backbone
+from anomalib_surface.components.finite_inputs import mark_nonfinite, replace_nonfinite
 from anomalib_surface.components.input_size import InputSizeRequirement, gaussian_blur_min_side
 
 from .anomaly_map import AnomalyMapGenerator
@@ -181,9 +182,10 @@ class TocoadModel(DynamicBufferMixin, nn.Module):
             ValueError: In eval mode, if the memory bank has not been built (training did not reach stage 3).
         """
         self.input_requirement.check_batch(images)
-        embedding = self.embed(images)
         if self.training:
-            return embedding
+            return self.embed(images)
+        images, nonfinite = replace_nonfinite(images)
+        embedding = self.embed(images)
         if self.memory_bank.numel() == 0:
             msg = (
                 f"The memory bank is empty (training stopped in stage {int(self.stage)}): train Tocoad through "
@@ -196,7 +198,7 @@ class TocoadModel(DynamicBufferMixin, nn.Module):
         patch_scores = distances.reshape(batch_size, height * width)
         pred_score = self.compute_anomaly_score(patch_scores, locations.reshape(batch_size, -1), patches)
         anomaly_map = self.anomaly_map_generator(patch_scores.reshape(batch_size, 1, height, width), images.shape[-2:])
-        return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
+        return mark_nonfinite(InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map), nonfinite)
 
     def compute_anomaly_score(
         self,

@@ -34,6 +34,24 @@ def test_unreachable_weights_name_the_ways_out(monkeypatch: pytest.MonkeyPatch, 
     assert "HF_HUB_OFFLINE" in message
 
 
+def test_unreachable_hub_fails_in_seconds_without_hf_hub_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No ``HF_HUB_OFFLINE``, hub unreachable, weights not cached: the error comes at once, not after a minute of retries."""
+    import time
+
+    import huggingface_hub.constants
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "https://hub.invalid")  # never resolves (RFC 2606)
+    start = time.monotonic()
+    with pytest.raises(PretrainedWeightsUnavailableError, match="pre_trained=False"):
+        create_backbone("resnet18", pre_trained=True)
+    assert time.monotonic() - start < 10
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # the cache-only mode ends with the call
+
+
 def test_local_weights_file(tmp_path: Path) -> None:
     reference = create_backbone("resnet18", pre_trained=False)
     path = tmp_path / "resnet18.pth"

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torchvision import io
 
-from anomalib_surface.data.mad_rto import MANIFEST_NAME, MadRto, RtoSettings, RtoTransform, make_mad_rto
+from anomalib_surface.data.mad_rto import MadRto
+from anomalib_surface.data.rto_variant import MANIFEST_NAME, RtoSettings, RtoTransform, make_mad_rto
 from anomalib_surface.data.surface_demo import make_surface_demo
 
 HEIGHT, WIDTH = 40, 48
@@ -53,7 +54,7 @@ def test_manifest_records_every_transform(tmp_path: Path) -> None:
     source = make_source(tmp_path / "src")
     rto_root = make_mad_rto(source, "widget", tmp_path / "rto", max_angle=20, crop_scale=0.7, seed=3)
     manifest = json.loads((rto_root / "widget" / MANIFEST_NAME).read_text())
-    assert manifest["settings"] == {"max_angle": 20, "crop_scale": 0.7, "padding_mode": "reflection", "seed": 3}
+    assert manifest["settings"] == {"max_angle": 20, "crop_scale": 0.7, "padding_mode": "reflection", "seed": 3, "max_shift": 0.1}
     assert manifest["source"] == str((source / "widget").resolve())
     assert set(manifest["files"]) == {
         "train/good/000.png", "train/good/001.png", "train/good/002.png",
@@ -100,7 +101,7 @@ def test_masks_stay_aligned_with_images(tmp_path: Path, padding_mode: str) -> No
 
 def test_no_rotation_and_no_crop_is_the_identity(tmp_path: Path) -> None:
     source = make_source(tmp_path / "src")
-    category_dir = make_mad_rto(source, "widget", tmp_path / "rto", max_angle=0, crop_scale=1.0) / "widget"
+    category_dir = make_mad_rto(source, "widget", tmp_path / "rto", max_angle=0, crop_scale=1.0, max_shift=0.0) / "widget"
     for name in ("train/good/000.png", "test/dent/001.png", "ground_truth/dent/001_mask.png"):
         assert torch.equal(read(category_dir / name), read(source / "widget" / name))
 
@@ -109,6 +110,22 @@ def test_quarter_turn_rotates_counter_clockwise() -> None:
     image = torch.arange(16, dtype=torch.uint8).view(1, 4, 4) * 10
     rotated = RtoTransform(angle=90.0, scale=1.0, offset=(0.0, 0.0)).apply(image, mode="nearest")
     assert torch.equal(rotated, torch.rot90(image, 1, dims=(1, 2)))
+
+
+def test_translation_moves_the_image_by_its_fraction_of_the_side() -> None:
+    image = torch.arange(25, dtype=torch.uint8).view(1, 5, 5) + 1
+    moved = RtoTransform(angle=0.0, scale=1.0, offset=(0.0, 0.0), shift=(0.25, 0.0)).apply(image, mode="nearest")
+    assert torch.equal(moved[:, :, 1:], image[:, :, :-1]) and not moved[:, :, 0].any()
+
+
+def test_default_variant_is_rigid_rotation_and_translation(tmp_path: Path) -> None:
+    """Zoom is off by default (scale 1); rotation and translation stay within the stated ranges."""
+    source = make_source(tmp_path / "src")
+    manifest = json.loads((make_mad_rto(source, "widget", tmp_path / "rto") / "widget" / MANIFEST_NAME).read_text())
+    transforms = [record["transform"] for record in manifest["files"].values()]
+    assert all(transform["scale"] == 1.0 for transform in transforms)
+    assert all(abs(transform["angle"]) <= 15 and max(map(abs, transform["shift"])) <= 0.1 for transform in transforms)
+    assert any(abs(transform["shift"][0]) > 0.01 for transform in transforms)
 
 
 def test_existing_variant_is_reused_and_rebuilt_when_the_source_changes(tmp_path: Path) -> None:
@@ -149,6 +166,8 @@ def test_foreign_cache_folder_and_bad_settings_are_refused(tmp_path: Path) -> No
         RtoSettings(crop_scale=0)
     with pytest.raises(ValueError, match="padding_mode"):
         RtoSettings(padding_mode="wrap")
+    with pytest.raises(ValueError, match="max_shift"):
+        RtoSettings(max_shift=0.6)
 
 
 def test_missing_non_mvtec_category_is_an_error_not_a_download(tmp_path: Path) -> None:
@@ -176,10 +195,26 @@ def test_datamodule_turns_surface_demo_into_an_rto_variant(tmp_path: Path) -> No
         train_batch_size=4,
         eval_batch_size=6,
         num_workers=0,
+        seed=0,
     )
     datamodule.setup()
-    assert len(datamodule.train_data) == 4 and len(datamodule.test_data) == 6
+    # Default validation: anomalib's synthetic mode on held-out training images, never a test image.
+    assert len(datamodule.train_data) + len(datamodule.val_data) == 4 and len(datamodule.test_data) == 6
+    assert not set(datamodule.val_data.samples.image_path) & set(datamodule.test_data.samples.image_path)
+    assert set(datamodule.val_data.samples.label_index) == {0, 1}
     assert all(str(tmp_path / "rto") in path for path in datamodule.test_data.samples.image_path)
     batch = next(iter(datamodule.test_dataloader()))
     assert batch.image.shape == (6, 3, 32, 32) and batch.gt_mask.shape == (6, 32, 32)
     assert int(batch.gt_label.sum()) == 5 and bool(batch.gt_mask.flatten(1).any(1).sum() == 5)
+
+
+def test_paths_with_spaces_work_and_non_ascii_cache_is_refused_before_writing(tmp_path: Path) -> None:
+    source = make_source(tmp_path / "source data")
+    datamodule = MadRto(root=source, category="widget", cache_root=tmp_path / "rto cache", num_workers=0, seed=0)
+    datamodule.setup()
+    assert len(datamodule.test_data) == 3
+    with pytest.raises(ValueError, match="cache_root=.*printable ASCII"):
+        MadRto(root=source, category="widget", cache_root=tmp_path / "caché")
+    with pytest.raises(ValueError, match="cache_root=.*printable ASCII"):
+        make_mad_rto(source, "widget", tmp_path / "缓存")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["rto cache", "source data"]

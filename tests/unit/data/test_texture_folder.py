@@ -53,6 +53,8 @@ def collection(tmp_path: Path) -> Path:
 
 
 def _setup(root: Path, **kwargs) -> TextureFolder:  # noqa: ANN003
+    """Set up with no validation split unless asked, so that the training counts are the collection's."""
+    kwargs.setdefault("val_split_mode", "none")
     datamodule = TextureFolder(root=root, material="leather", eval_batch_size=8, num_workers=0, **kwargs)
     datamodule.setup()
     return datamodule
@@ -198,8 +200,24 @@ def test_training_batches_of_any_image_size_after_resize(tmp_path: Path) -> None
     _save(tmp_path / "cloth" / "floral" / "train" / "good" / "big.png", _image(7, (40, 50)))
     datamodule = TextureFolder(
         root=tmp_path, material="cloth", pattern="floral", image_size=16, num_workers=0, train_batch_size=4,
+        val_split_mode="none",
     )
     datamodule.setup()
     batch = next(iter(datamodule.train_dataloader()))
     assert batch.image.shape == (4, 3, 16, 16)
     assert torch.all((batch.image >= 0) & (batch.image <= 1))
+
+
+def test_default_validation_uses_no_test_image(collection: Path) -> None:
+    """Default: anomalib's synthetic validation from held-out training images (normal and anomalous)."""
+    datamodule = TextureFolder(root=collection, material="leather", pattern="a", num_workers=0, seed=0)
+    datamodule.setup()
+    assert len(datamodule.train_data) + len(datamodule.val_data) == 3
+    assert not set(datamodule.val_data.samples.image_path) & set(datamodule.test_data.samples.image_path)
+
+
+def test_root_with_spaces_works_and_non_ascii_root_is_refused(tmp_path: Path) -> None:
+    make_pattern(tmp_path / "my textures", "leather", "a")
+    assert len(_setup(tmp_path / "my textures", pattern="a").test_data) == 3
+    with pytest.raises(ValueError, match="root=.*printable ASCII"):
+        TextureFolder(root=tmp_path / "textures-é", material="leather", pattern="a")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,11 @@ import tifffile
 import torch
 from PIL import Image
 
-from anomalib_surface.data.checked_dataset import MVTecLayoutDataset
-from anomalib_surface.data.mad_rto import make_mad_rto
+from anomalib_surface.data.checked_dataset import MVTecLayoutDataset, check_image_files
+from anomalib_surface.data.rto_variant import make_mad_rto
 from anomalib_surface.data.texture_folder import TextureFolder
 from anomalib_surface.io.image_io import (
+    OrientationWarning,
     ImageReadError,
     MaskError,
     check_mask_size,
@@ -217,3 +219,67 @@ def test_texture_folder_reads_rgba_and_refuses_non_binary_masks(tmp_path: Path) 
     _texture_pattern(tmp_path / "soft_masks", rgba, mask)
     with pytest.raises(MaskError, match=r"ground_truth/hole/000.png' is not binary"):
         TextureFolder(tmp_path / "soft_masks", "leather", "a", num_workers=0).setup()
+
+
+def _save_oriented(path: Path, array: np.ndarray, orientation: int | None) -> Path:
+    """Save ``array`` with an EXIF orientation tag (``None``: no tag), as a camera would."""
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, exif=exif)
+    return path
+
+
+def test_exif_orientation_is_applied_to_images_and_masks_alike(tmp_path: Path) -> None:
+    """Orientation 6 (stored rotated; displayed turned 90 degrees clockwise): a 4x6 array reads as 6x4."""
+    image = np.zeros((4, 6, 3), dtype=np.uint8)
+    image[0, 0] = 255  # top-left as stored
+    mask = (image[..., 0] > 0).astype(np.uint8) * 255
+    image_path = _save_oriented(tmp_path / "photo.png", image, 6)
+    mask_path = _save_oriented(tmp_path / "photo_mask.png", mask, 6)
+    pixels = read_image(image_path)
+    assert pixels.shape == (3, 6, 4)
+    assert image_size_of(image_path) == (6, 4)
+    assert pixels[0, 0, -1] == 1.0  # stored top-left is displayed top-right
+    torch.testing.assert_close(read_mask(mask_path), (pixels[0] > 0).to(torch.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_mask_size(mask_path, read_mask(mask_path).shape, image_path, image_size_of(image_path))
+
+
+def test_a_mask_drawn_on_the_other_orientation_is_reported(tmp_path: Path) -> None:
+    square = np.zeros((8, 8), dtype=np.uint8)
+    square[0, :3] = 255
+    image_path = _save_oriented(tmp_path / "square.png", np.stack([square] * 3, axis=-1), 6)
+    mask_path = _save_oriented(tmp_path / "square_mask.png", square, None)
+    with pytest.warns(OrientationWarning, match=r"orientation of mask '.*square_mask.png' \(1\) differs from its image"):
+        check_mask_size(mask_path, (8, 8), image_path, (8, 8))
+    wide_path = _save_oriented(tmp_path / "wide.png", np.zeros((4, 6, 3), dtype=np.uint8), 6)
+    wide_mask = _save_oriented(tmp_path / "wide_mask.png", np.zeros((4, 6), dtype=np.uint8), None)
+    with pytest.warns(OrientationWarning), pytest.raises(MaskError, match=r"4x6 \(HxW\) but its image .* is 6x4; .*EXIF orientation"):
+        check_mask_size(wide_mask, read_mask(wide_mask).shape, wide_path, image_size_of(wide_path))
+
+
+def test_truncated_jpeg_fails_the_up_front_check(tmp_path: Path) -> None:
+    """Pillow's verify() passes a truncated JPEG (it does not decode the data); the check decodes it."""
+    source = tmp_path / "full.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(source)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    with Image.open(truncated) as image:
+        image.verify()  # what the check used to rely on
+    with pytest.raises(ImageReadError, match=r"'.*truncated.jpg'"):
+        check_image_files([(source, None), (truncated, None)])
+
+
+def test_texture_folder_refuses_a_truncated_jpeg_at_setup(tmp_path: Path) -> None:
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[0, 0] = 255
+    _texture_pattern(tmp_path, image, mask)
+    good = tmp_path / "leather" / "a" / "train" / "good"
+    Image.fromarray(image).save(good / "001.jpg")
+    (good / "001.jpg").write_bytes((good / "001.jpg").read_bytes()[:300])
+    with pytest.raises(ImageReadError, match=r"train/good/001.jpg'"):
+        TextureFolder(tmp_path, "leather", "a", num_workers=0).setup()

@@ -88,6 +88,13 @@ def test_usable_in_evaluator() -> None:
     assert [metric.name for metric in evaluator.test_metrics] == list(EXPECTED)
 
 
+def test_evaluator_with_pixel_segmentation_shows_each_figure_once() -> None:
+    """anomalib's pixel_F1Score is the pixel F1 of pred_mask vs gt_mask: no pixel_F1 beside it, the rest added."""
+    names = [metric.name for metric in evaluator_with_pixel_segmentation().test_metrics]
+    assert names == ["image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score",
+                     "pixel_Precision", "pixel_Recall", "pixel_Accuracy", "pixel_IoU"]
+
+
 def test_evaluator_starts_with_anomalib_default_test_metrics() -> None:
     """Built without anomalib's model package, the defaults still equal AnomalibModule's (type, name, fields)."""
 

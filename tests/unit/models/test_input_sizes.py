@@ -58,6 +58,7 @@ def test_patchgan_min_side_gives_at_least_one_logit(n_layers: int) -> None:
         ("Clgan", (50, 50), r"Clgan needs images with height and width >= 17 and divisible by 4 .*n_downsampling=2"),
         ("Clgan", (16, 16), r"Clgan needs images with height and width >= 17 and divisible by 4"),
         ("Tocoad", (16, 16), r"Tocoad needs images with height and width >= 17 \(Gaussian smoothing .*sigma=4.0\)"),
+        ("Dmp", (3, 3), r"Dmp needs images with height and width >= 4 \(depth=2 halvings"),
         ("Pgcn", (48, 48), r"image_size \(64, 64\) differs from the pre-processor's output size \(48, 48\)"),
     ],
 )
@@ -73,7 +74,7 @@ def test_clgan_discriminator_depth_raises_the_minimum() -> None:
     build("Clgan", (24, 24), n_layers_d=3)
 
 
-@pytest.mark.parametrize(("name", "size"), [("Clgan", (20, 28)), ("Tocoad", (17, 17)), ("Dmp", (8, 8)), ("Locc", (8, 8))])
+@pytest.mark.parametrize(("name", "size"), [("Clgan", (20, 28)), ("Tocoad", (17, 17)), ("Dmp", (4, 4)), ("Locc", (8, 8))])
 def test_construction_accepts_the_smallest_allowed_sizes(name: str, size: tuple) -> None:
     assert tuple(build(name, size).input_size) == size
 
@@ -88,10 +89,14 @@ def test_clgan_and_tocoad_check_every_batch() -> None:
         tocoad(torch.rand(1, 3, 16, 16))
 
 
-def test_dmp_scores_tiny_images() -> None:
-    dmp = build("Dmp", (8, 8)).model.eval()
+def test_dmp_needs_2_to_the_depth_and_scores_the_smallest_size() -> None:
+    with pytest.raises(ValueError, match=r"Dmp needs images with height and width >= 8 \(depth=3 .*got \(7, 12\)"):
+        build("Dmp", (7, 12), depth=3)
+    dmp = build("Dmp", (8, 8), depth=3).model.eval()
     with torch.no_grad():
-        assert dmp(torch.rand(2, 3, 8, 8)).anomaly_map.shape == (2, 1, 8, 8)
+        assert dmp(torch.rand(2, 3, 8, 12)).anomaly_map.shape == (2, 1, 8, 12)
+    with pytest.raises(ValueError, match=r"Dmp needs .* got \(4, 8\) from the input batch"):
+        dmp(torch.rand(1, 3, 4, 8))
 
 
 @pytest.mark.parametrize("size", [(1, 1), (8, 8), (16, 12), (17, 40), (64, 64)])

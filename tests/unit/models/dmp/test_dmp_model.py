@@ -112,27 +112,53 @@ def test_score_is_max_of_mean_filtered_map() -> None:
     assert torch.allclose(MeanFilteredMax(3)(anomaly_map), torch.tensor([1 / 9, 1.0]))
 
 
-def test_parameter_copy_is_an_ema_without_gradients() -> None:
+def train_one_step(encoder: ReconstructionEncoder) -> None:
+    """One Adam step in training mode: changes the encoder's weights and its batch-norm running statistics."""
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=0.1)
+    encoder.train()
+    loss = sum(feature.square().mean() for feature in encoder(torch.rand(2, 3, 16, 16) * 3))
+    loss.backward()
+    optimizer.step()
+
+
+def test_parameter_copy_is_a_hard_copy_without_gradients() -> None:
     encoder = ReconstructionEncoder(3, 4, 2)
     extractor = EncoderFeatures(encoder, update="copy", momentum=0.75)
     assert not extractor.training, "the parameter copy starts in eval mode (Lightning keeps modes at fit start)"
-    old = [parameter.clone() for parameter in extractor.parameters()]
-    with torch.no_grad():
-        for parameter in encoder.parameters():
-            parameter.add_(1.0)
+    train_one_step(encoder)
     extractor.update(encoder)
-    for copied, previous, source in zip(extractor.parameters(), old, encoder.parameters(), strict=True):
-        assert not copied.requires_grad
-        assert torch.allclose(copied, 0.75 * previous + 0.25 * source)
+    copied, source = extractor.encoder.state_dict(), encoder.state_dict()
+    assert copied.keys() == source.keys()
+    for name, value in copied.items():
+        assert torch.equal(value, source[name]), f"{name}: after a hard copy the extractor equals the encoder"
+    assert not any(parameter.requires_grad for parameter in extractor.parameters())
     assert not extractor.train().training, "the parameter copy stays in eval mode"
     assert len(extractor(torch.rand(1, 3, 16, 16))) == 2, "features of stages 1..depth"
+
+
+def test_ema_copy_averages_parameters_and_batch_norm_statistics_alike() -> None:
+    encoder = ReconstructionEncoder(3, 4, 2)
+    extractor = EncoderFeatures(encoder, update="ema", momentum=0.75)
+    old = {name: value.clone() for name, value in extractor.encoder.state_dict().items()}
+    train_one_step(encoder)
+    extractor.update(encoder)
+    source = encoder.state_dict()
+    averaged = 0
+    for name, value in extractor.encoder.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(value, 0.75 * old[name] + 0.25 * source[name]), name
+            averaged += "running_" in name and not torch.equal(old[name], source[name])
+        else:
+            assert torch.equal(value, source[name]), f"{name} (integer buffer) is copied"
+    assert averaged > 0, "the encoder's running statistics changed and were averaged, not copied"
+    assert not any(parameter.requires_grad for parameter in extractor.parameters())
 
 
 def test_gradient_and_pretrained_extractors() -> None:
     encoder = ReconstructionEncoder(3, 4, 2)
     trained = build_feature_extractor("gradient", encoder)
     assert all(parameter.requires_grad for parameter in trained.parameters())
-    with pytest.raises(RuntimeError, match="parameter-copy"):
+    with pytest.raises(RuntimeError, match="'copy' and 'ema'"):
         trained.update(encoder)
     pretrained = build_feature_extractor("pretrained", encoder, backbone="resnet18", pre_trained=False)
     assert isinstance(pretrained, PretrainedFeatures)
@@ -157,7 +183,7 @@ def test_loss_terms() -> None:
     assert without["l2"] > 0
 
 
-@pytest.mark.parametrize("feature_extractor", ["copy", "gradient"])
+@pytest.mark.parametrize("feature_extractor", ["copy", "ema", "gradient"])
 def test_loss_decreases_on_a_tiny_set(feature_extractor: str) -> None:
     module = Dmp(**Dmp.smoke_test_init_args(), feature_extractor=feature_extractor)
     generator = RealisticAnomalyGenerator(probability=1.0, perlin_threshold=0.3)
@@ -173,7 +199,7 @@ def test_loss_decreases_on_a_tiny_set(feature_extractor: str) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if feature_extractor == "copy":
+        if feature_extractor != "gradient":
             module.loss.feature_consistency.extractor.update(module.model.reconstruction.encoder)
         losses.append(loss.item())
     assert sum(losses[-2:]) < 0.9 * sum(losses[:2]), losses
@@ -230,7 +256,8 @@ def test_trainer_arguments_and_lr_schedule() -> None:
         ({"small_kernel_size": 4}, "small_kernel_size"),
         ({"score_filter_size": 4}, "score_filter_size"),
         ({"lr_milestones": (0.5, 1.5)}, "lr_milestones"),
-        ({"copy_momentum": 1.0}, "copy_momentum"),
+        ({"feature_extractor": "ema", "ema_momentum": 1.0}, "ema_momentum"),
+        ({"anomaly_synthesis": "cutpaste"}, "anomaly_synthesis"),
         ({"depth": 0}, "depth"),
         ({"ssim_weight": -1.0}, "ssim_weight"),
     ],
@@ -238,3 +265,10 @@ def test_trainer_arguments_and_lr_schedule() -> None:
 def test_invalid_options(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Dmp(**{**Dmp.smoke_test_init_args(), **kwargs})
+
+
+def test_default_evaluator_has_pixel_ap_on_validation_and_test() -> None:
+    evaluator = Dmp(**Dmp.smoke_test_init_args()).evaluator
+    assert [metric.name for metric in evaluator.val_metrics] == ["pixel_AUPR"]
+    test_names = [metric.name for metric in evaluator.test_metrics]
+    assert test_names == ["image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score", "pixel_AUPR"]

@@ -5,10 +5,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from anomalib_surface.models.dmp.realistic_anomaly import RealisticAnomalyGenerator
 from anomalib_surface.models.dmp import Dmp
+from anomalib_surface.models.dmp.synthesis import DraemAnomalyGenerator, build_anomaly_generator
+from anomalib_surface.models.dmp.torch_model import ReparamLargeKernelConv
 
 
 @pytest.fixture(autouse=True)
@@ -129,3 +132,54 @@ def test_dmp_refuses_source_overlapping_test_split_at_fit_start(tmp_path: Path) 
 def test_invalid_options(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RealisticAnomalyGenerator(**kwargs)
+
+
+def texture_folder(tmp_path: Path) -> Path:
+    """A folder with one red texture image."""
+    source = tmp_path / "dtd"
+    source.mkdir()
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(source / "red.png")
+    return source
+
+
+def test_draem_synthesis_pastes_the_source_texture(tmp_path: Path) -> None:
+    generator = build_anomaly_generator("draem", texture_folder(tmp_path), probability=1.0, opacity_range=(1.0, 1.0))
+    assert isinstance(generator, DraemAnomalyGenerator)
+    images = torch.zeros(4, 3, 64, 64)
+    augmented, masks = generator(images)
+    assert augmented.shape == images.shape and masks.shape == (4, 1, 64, 64)
+    assert masks.sum() > 0
+    assert torch.equal(augmented * (1 - masks), images * (1 - masks)), "pixels outside the masks are unchanged"
+    assert (augmented * masks).sum() > 0
+    with pytest.raises(ValueError, match="overlaps the test split"):
+        generator.check_disjoint_from([tmp_path / "dtd" / "red.png"])
+
+
+def test_self_fill_ignores_the_source_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    generator = build_anomaly_generator("self_fill", texture_folder(tmp_path))
+    assert isinstance(generator, RealisticAnomalyGenerator)
+    assert generator.anomaly_source_path is None
+    assert "ignored" in caplog.text
+    realistic = build_anomaly_generator("realistic", tmp_path / "dtd")
+    assert realistic.source_images == [tmp_path / "dtd" / "red.png"]
+
+
+def test_draem_synthesis_refuses_an_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="contains no images"):
+        Dmp(**Dmp.smoke_test_init_args(), anomaly_synthesis="draem", anomaly_source_path=str(tmp_path))
+
+
+def test_draem_equivalent_differs_from_dmp_in_kernels_feature_term_and_synthesis(tmp_path: Path) -> None:
+    """The DRAEM-equivalent configuration: the small-kernel, no-feature-term, DRAEM-synthesis Dmp."""
+    config = yaml.safe_load(Path("configs/model/dmp_draem_equivalent.yaml").read_text())["model"]
+    dmp = yaml.safe_load(Path("configs/model/dmp_cpu.yaml").read_text())["model"]
+    assert config["class_path"] == dmp["class_path"] == "Dmp"
+    changed = {key for key, value in config["init_args"].items() if dmp["init_args"].get(key) != value}
+    assert changed == {"kernel_size", "feature_consistency", "anomaly_synthesis", "anomaly_source_path"}
+    args = {**config["init_args"], "anomaly_source_path": str(texture_folder(tmp_path))}
+    args.pop("pre_processor")
+    model = Dmp(**args)
+    assert isinstance(model.augmenter, DraemAnomalyGenerator)
+    assert model.loss.feature_consistency is None
+    blocks = [block for block in model.model.modules() if isinstance(block, ReparamLargeKernelConv)]
+    assert blocks and all(block.kernel_size == 5 and block.small is None for block in blocks)

@@ -1,0 +1,235 @@
+"""Dmp ablation (issue 21): what large kernels, feature consistency, parameter copying and realistic synthesis bring.
+
+Every variant is Dmp's CPU preset (the ``demo`` suite's Dmp entry: widths 16, ``depth`` 3, lr 1e-3 divided by 10
+at 4/7 and 6/7 of the epochs, the photograph folder as anomaly source) with **one** option changed; the
+DRAEM-equivalent changes the three things the paper adds to DRAEM (kernels, feature term, synthesis), as
+``configs/model/dmp_draem_equivalent.yaml`` does. All variants share the learning-rate schedule and the budget,
+which is a number of epochs (no wall-clock cap).
+
+At 128 px with ``depth`` 3 the large-kernel blocks act on 32x32 (stride 4) and 16x16 (stride 8) maps: a 5x5 kernel
+sees 5/32 of the stride-4 map, a 31x31 kernel all of it, so the kernel-size ablation can differ by construction (at
+64 px both nearly cover the 16x16 and 8x8 maps).
+
+**Convergence check.** The datamodule holds out ``--held-out`` of the *training* images (anomalib's
+``val_split_mode="synthetic"``): they are never trained on, half of them get anomalib's Perlin-noise anomalies
+(a synthesis none of the variants trains with), and after every epoch the pixel AP on them is recorded with the
+epoch's mean training loss (``history`` in ``results.json``). The split and the held-out anomalies are drawn once
+per run with ``--data-seed``, so every variant and seed sees the same held-out set. Test images are only used by
+the final test.
+
+Run: ``python -m benchmarks.dmp_ablation [--seeds 0 1 2] [--epochs 150] [--category brick] [--variants ...]``.
+Output (``--output``, default ``benchmarks/output/dmp_ablation``): ``results.md`` (also printed), ``results.csv``,
+``results.json`` (records and per-epoch histories).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning.pytorch import Callback, LightningModule, Trainer
+from scipy import stats
+from torchmetrics.classification import BinaryAveragePrecision
+
+from . import report
+from .runner import Entry, Record, run_entry, use_offline_weights
+from .suites import plugin_entries
+
+DRAEM_EQUIVALENT = {"kernel_size": 5, "feature_consistency": False, "anomaly_synthesis": "draem"}
+"""The options by which the DRAEM-equivalent differs from Dmp (``configs/model/dmp_draem_equivalent.yaml``)."""
+VARIANTS: dict[str, dict[str, Any]] = {
+    "Dmp": {},
+    "small kernels (5x5)": {"kernel_size": 5},
+    "no feature consistency": {"feature_consistency": False},
+    "EMA extractor": {"feature_extractor": "ema"},
+    "gradient extractor": {"feature_extractor": "gradient"},
+    "DRAEM-style synthesis": {"anomaly_synthesis": "draem"},
+    "self-fill synthesis": {"anomaly_synthesis": "self_fill"},
+    "no lighting match": {"match_lighting": 0.0},
+    "DRAEM-equivalent": DRAEM_EQUIVALENT,
+}
+"""Row name and the options changed from Dmp's preset."""
+SUMMARY_KEYS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "pixel_AP")
+
+
+class HeldOutHistory(Callback):
+    """Per epoch: mean training loss and pixel AP of the anomaly maps on the validation (held-out synthetic) set.
+
+    Validation runs before ``on_train_epoch_end`` in Lightning 2, so each row pairs an epoch's loss with the AP
+    of the model at the end of that epoch.
+    """
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+        self.average_precision = BinaryAveragePrecision()
+        self.last_ap: float | None = None
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del trainer, pl_module  # unused
+        self.average_precision.reset()
+
+    def on_validation_batch_end(  # noqa: PLR0913 - Lightning's hook signature
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,  # noqa: ANN401 - the model's validation batch
+        batch: Any,  # noqa: ANN401
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        del trainer, pl_module, batch, batch_idx, dataloader_idx  # unused
+        self.average_precision.update(outputs.anomaly_map.detach().flatten().float().cpu(),
+                                      outputs.gt_mask.flatten().int().cpu())
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del trainer, pl_module  # unused
+        self.last_ap = float(self.average_precision.compute())
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del pl_module  # unused
+        loss = trainer.callback_metrics.get("train_loss_epoch")
+        self.history.append({
+            "epoch": trainer.current_epoch + 1,
+            "step": trainer.global_step,
+            "train_loss": None if loss is None else float(loss),
+            "held_out_pixel_AP": self.last_ap,
+        })
+
+
+def last_quarter_change(history: list[dict[str, float]], key: str) -> float | None:
+    """Change of ``key`` over the last quarter of the epochs (flat when converged); ``None`` if not recorded."""
+    values = [row[key] for row in history if row.get(key) is not None]
+    if len(values) < 2:  # noqa: PLR2004
+        return None
+    start = values[min(len(values) - 2, (3 * len(values)) // 4)]
+    return values[-1] - start
+
+
+def mean_ci(values: list[float]) -> tuple[float, float | None]:
+    """Mean and half-width of its 95 % Student-t confidence interval (``None`` for a single value)."""
+    mean = float(np.mean(values))
+    if len(values) < 2:  # noqa: PLR2004
+        return mean, None
+    return mean, float(stats.t.ppf(0.975, len(values) - 1) * stats.sem(values))
+
+
+def cell(values: list[float]) -> str:
+    """``mean ± CI95`` in % (``mean`` alone for one value, ``–`` for none)."""
+    if not values:
+        return "–"
+    mean, half_width = mean_ci(values)
+    return f"{100 * mean:.1f}" + ("" if half_width is None else f" ± {100 * half_width:.1f}")
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """Per variant: test metrics and held-out AP as mean ± CI95 over seeds, and pixel AP paired with Dmp's seeds."""
+    dmp_ap = {row["seed"]: row["metrics"].get("pixel_AP") for row in rows if row["variant"] == "Dmp" and row["status"] == "ok"}
+    header = ["variant", "seeds", *(report.HEADERS[key] for key in SUMMARY_KEYS), "Δ px AP vs Dmp (paired)",
+              "held-out AP", "held-out AP change, last 25 %", "fit s"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for variant in dict.fromkeys(row["variant"] for row in rows):
+        ok = [row for row in rows if row["variant"] == variant and row["status"] == "ok"]
+        paired = [row["metrics"]["pixel_AP"] - dmp_ap[row["seed"]] for row in ok if dmp_ap.get(row["seed"]) is not None]
+        held_out = [row["history"][-1]["held_out_pixel_AP"] for row in ok if row["history"]]
+        changes = [change for row in ok if (change := last_quarter_change(row["history"], "held_out_pixel_AP")) is not None]
+        cells = [variant, str(len(ok)), *(cell([row["metrics"][key] for row in ok if key in row["metrics"]]) for key in SUMMARY_KEYS),
+                 cell(paired) if variant != "Dmp" else "", cell([v for v in held_out if v is not None]), cell(changes),
+                 f"{np.mean([row['fit_seconds'] for row in ok]):.0f}" if ok else "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_datamodule(args: argparse.Namespace) -> Any:  # noqa: ANN401
+    """SurfaceDemo ``args.category`` with ``args.held_out`` of its training images as a held-out synthetic validation set."""
+    from anomalib.data import SurfaceDemo
+    from lightning.pytorch import seed_everything
+
+    datamodule = SurfaceDemo(
+        category=args.category,
+        image_size=args.image_size,
+        train_batch_size=args.batch_size,
+        eval_batch_size=args.batch_size,
+        num_workers=0,
+        val_split_mode="synthetic",
+        val_split_ratio=args.held_out,
+        seed=args.data_seed,
+    )
+    seed_everything(args.data_seed)
+    datamodule.setup()  # the held-out split and its anomalies, drawn with the data seed, not the training seed
+    return datamodule
+
+
+def variant_entries(pre_trained: bool, names: list[str] | None = None) -> list[Entry]:
+    """Dmp's preset from the ``demo`` suite with each variant's options (``names``: only those variants)."""
+    (dmp,) = [entry for entry in plugin_entries(pre_trained) if entry.name == "Dmp"]
+    return [
+        dataclasses.replace(dmp, name=name, init_args={**dmp.init_args, **change})
+        for name, change in VARIANTS.items()
+        if not names or name in names
+    ]
+
+
+def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Fit and test every variant for every seed; write the tables after each run and print them at the end."""
+    from tqdm import tqdm
+
+    output = Path(args.output)
+    command = "python -m benchmarks.dmp_ablation " + shlex.join(sys.argv[1:])
+    env = report.environment(args.seeds, args.accelerator)
+    rows: list[dict[str, Any]] = []
+    records: list[Record] = []
+    jobs = [(seed, entry) for seed in args.seeds for entry in variant_entries(pre_trained=False, names=args.variants)]
+    for seed, entry in tqdm(jobs, desc="dmp ablation", unit="fit"):
+        history = HeldOutHistory()
+        record, _ = run_entry(entry, build_datamodule(args), args.category, output / f"seed{seed}", args.image_size,
+                              seed, args.epochs, progress=args.progress, accelerator=args.accelerator, callbacks=[history])
+        records.append(dataclasses.replace(record, entry=f"{entry.name} (seed {seed})"))
+        rows.append({"variant": entry.name, "seed": seed, **dataclasses.asdict(record), "history": history.history})
+        report.write_tables(records, env, output, "Dmp ablation (per run)", command)
+        (output / "results.json").write_text(json.dumps({"command": command, "environment": env, "runs": rows}, indent=1))
+    text = "\n\n".join([
+        "## Dmp ablation",
+        f"Command: `{command}`",
+        "Environment: " + ", ".join(f"{key} {value}" for key, value in env.items()),
+        f"SurfaceDemo {args.category}, {args.image_size} px, {args.epochs} epochs at batch {args.batch_size}, seeds "
+        f"{', '.join(map(str, args.seeds))}; {100 * args.held_out:.0f} % of the training images held out as the "
+        "synthetic convergence check. Test metrics in %, mean ± 95 % CI over seeds.",
+        summary_table(rows),
+    ]) + "\n"
+    (output / "results.md").write_text(text)
+    print(text)
+    return rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--category", default="brick", help="SurfaceDemo category")
+    parser.add_argument("--variants", nargs="*", default=None, choices=sorted(VARIANTS), help="default: all")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=150, help="epochs of every variant (same lr schedule)")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--held-out", type=float, default=0.25, help="fraction of training images held out")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the held-out split and its anomalies")
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--output", default="benchmarks/output/dmp_ablation")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Parse the options and run the ablation (Dmp has no pretrained backbone: nothing to install)."""
+    args = parse_args(argv)
+    use_offline_weights(pretrained=False)
+    return run_ablation(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Protocol maths: raw-map metrics, mean ± std, paired differences with Student-t intervals, verdicts, data properties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from benchmarks import data_properties, results
+from benchmarks.protocol import paired_difference, raw_map_metrics, summarise, verdict
+from benchmarks.runner import Record
+
+
+def test_paired_difference_matches_the_t_interval_by_hand() -> None:
+    model = {("a", 0): 0.90, ("a", 1): 0.90, ("b", 0): 0.70, ("b", 1): 0.80, ("c", 0): 0.5}
+    reference = {("a", 0): 0.80, ("a", 1): 0.84, ("b", 0): 0.60, ("b", 1): 0.75}  # ("c", 0) is not paired
+    differences = np.array([0.10, 0.06, 0.10, 0.05])
+    half_width = stats.t.ppf(0.975, 3) * differences.std(ddof=1) / 2
+    result = paired_difference(model, reference)
+    assert result.n == 4
+    assert result.mean == pytest.approx(differences.mean())
+    assert (result.low, result.high) == pytest.approx((differences.mean() - half_width, differences.mean() + half_width))
+    assert result.significant and verdict(result) == "reproduced"
+    assert verdict(result, claimed_sign=-1) == "not reproduced (opposite)"
+
+
+def test_pairing_removes_category_variance_that_an_unpaired_comparison_keeps() -> None:
+    """A constant +1 point gain over very different categories is significant when paired."""
+    reference = {(category, seed): base for seed in range(3) for category, base in (("x", 0.5), ("y", 0.9))}
+    model = {unit: value + 0.01 + 0.001 * unit[1] for unit, value in reference.items()}
+    result = paired_difference(model, reference)
+    assert result.low > 0
+    assert summarise(list(model.values())).std > 0.2  # unpaired spread dwarfs the gain
+
+
+def test_undecidable_cases() -> None:
+    assert paired_difference({}, {}).n == 0
+    single = paired_difference({("a", 0): 0.9}, {("a", 0): 0.8})
+    assert single.n == 1 and math.isnan(single.low)
+    assert verdict(single).startswith("not testable")
+    noisy = paired_difference({("a", s): v for s, v in enumerate((0.9, 0.7, 0.8))}, {("a", s): 0.8 for s in range(3)})
+    assert verdict(noisy) == "not reproduced (no significant difference)"
+    assert str(summarise([0.5, 0.7])) == "60.0 ± 14.1" and str(summarise([float("nan")])) == "–"
+
+
+def test_raw_map_metrics_of_perfect_and_inverted_maps() -> None:
+    masks = np.zeros((4, 8, 8), dtype=bool)
+    masks[2:, 2:5, 2:5] = True
+    labels = masks.any(axis=(1, 2))
+    maps = masks.astype(float) + 0.01 * np.random.default_rng(0).random(masks.shape)
+    perfect = raw_map_metrics(labels.astype(float), labels, maps, masks)
+    assert perfect == pytest.approx(dict.fromkeys(perfect, 1.0), abs=1e-3)
+    # Raw distances far outside [0, 1] are ranked, not squashed by a sigmoid into ties.
+    distances = raw_map_metrics(50 + labels + 0.1 * np.arange(4), labels, 40 + 20 * maps, masks)
+    assert distances == pytest.approx(perfect, abs=1e-3)
+    inverted = raw_map_metrics(-labels.astype(float), labels, -maps, masks)
+    assert inverted["image_AUROC"] == pytest.approx(0.0) and inverted["pixel_AUROC"] < 0.01
+
+
+def test_claims_and_kind_tables_from_records() -> None:
+    """The claims table pools (kind, category, seed) units; missing ablations read 'not testable here'."""
+
+    def record(entry: str, category: str, seed: int, auroc: float) -> Record:
+        return Record(entry, entry, category, "ok", raw_metrics={"image_AUROC": auroc, "pixel_AUPRO": auroc},
+                      metrics={"pixel_F1": auroc}, seed=seed, fit_seconds=1.0, epochs=1)
+
+    records = [record(entry, "brick", seed, base + 0.01 * seed) for seed in range(3)
+               for entry, base in (("Patchcore", 0.8), ("Tocoad", 0.9), ("Tocoad stage 2 off (frozen features)", 0.85))]
+    table = results.claims_table({"textures": records})
+    row = next(line for line in table.splitlines() if "stage-2" in line)
+    assert row.endswith("| reproduced |") and "+5.0" in row
+    assert "| Locc | image matching helps on RTO |" in table and "not testable here (not run)" in table
+    kind = results.kind_table(records)
+    assert "| Tocoad | 91.0 ± 1.0 |" in kind and "ref." in kind and "+10.0 [+10.0, +10.0]" in kind
+
+
+def test_data_properties_tell_patterns_from_textures() -> None:
+    """A periodic pattern autocorrelates at its period, a stochastic texture does not; layouts lower centre cosine."""
+    from anomalib_surface.data.surface_categories import CATEGORIES
+    from anomalib_surface.data.surface_demo import SurfaceDemoSettings, generate_surface_samples
+
+    settings = SurfaceDemoSettings(image_size=64, num_train=6, num_test_good=1, num_test_defect_per_type=1)
+
+    def gray(category: str) -> np.ndarray:
+        images = [s.image for s in generate_surface_samples(category, settings) if s.split == "train"]
+        return np.stack(images).astype(float).mean(axis=-1)
+
+    plaid = data_properties.periodicity(gray("cloth/plaid"), CATEGORIES["cloth/plaid"].period * 64)
+    grass = data_properties.periodicity(gray("grass"), None)
+    assert plaid["autocorrelation_at_period"] > 0.5 > grass["max_autocorrelation"]
+    uniform = torch.ones(5, 4, 3, 3)
+    laid_out = torch.zeros(5, 4, 3, 3)
+    laid_out[:, 0, 0, 0] = laid_out[:, 1, 2, 2] = 1.0
+    laid_out += 0.01
+    assert data_properties.centre_similarity(uniform) == pytest.approx(1.0)
+    assert data_properties.centre_similarity(laid_out) < 0.9
+
+
+def test_report_only_writes_results_and_keeps_the_hand_maintained_sections(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """``--report-only`` tables the finished runs of --output, labels a subset, keeps what follows the marker."""
+    import dataclasses
+    import json
+
+    records = [Record(entry, entry, "brick", "ok", raw_metrics=dict.fromkeys(("image_AUROC", "pixel_AUPRO"), base + 0.01 * seed),
+                      seed=seed, fit_seconds=2.0, epochs=1)
+               for seed in range(2) for entry, base in (("Patchcore", 0.8), ("Padim", 0.7))]
+    (tmp_path / "runs" / "textures").mkdir(parents=True)
+    (tmp_path / "runs" / "textures" / "results.json").write_text(json.dumps({"records": [dataclasses.asdict(r) for r in records]}))
+    target = tmp_path / "RESULTS.md"
+    target.write_text(f"old tables\n{results.KEEP_MARKER}\n## Earlier studies\n")
+    monkeypatch.setattr(data_properties, "measure", lambda image_size: [])
+    monkeypatch.setattr(results, "use_offline_weights", lambda pretrained: None)
+    results.main(["--report-only", "--output", str(tmp_path / "runs"), "--results", str(target), "--kinds", "textures"])
+    text = target.read_text()
+    assert "old tables" not in text and text.endswith(f"{results.KEEP_MARKER}\n## Earlier studies\n")
+    assert "SUBSET" in text and "| Padim | 70.5 ± 0.7 |" in text and "-10.0 [" in text
