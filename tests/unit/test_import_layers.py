@@ -24,7 +24,7 @@ import pytest
 PACKAGE = "anomalib_surface"
 ROOT = Path(__file__).parents[2] / PACKAGE
 TOP = 4
-RANKS = {"io": 0, "utils": 0, "components": 1, "metrics": 1, "data": 2, "post_processing": 2, "models": 3}
+RANKS = {"io": 0, "utils": 0, "components": 1, "metrics": 1, "data": 2, "post_processing": 2, "models": 3, "testing": 4}
 """Rank of each subpackage; a module of rank ``r`` may import subpackages of rank ``< r`` (and its own)."""
 TOP_LEVEL = {"registration", "_autoload", "compat", "__init__"}
 """Top-level modules and subpackages above every layer."""

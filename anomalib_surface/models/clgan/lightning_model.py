@@ -22,8 +22,8 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 from anomalib import LearningType
@@ -40,6 +40,7 @@ from torchvision.transforms.v2 import Compose, Resize
 from anomalib_surface.components import SyntheticAnomalyGenerator, check_finite, paths_of_test_split
 from anomalib_surface.components.checks import require_unnormalised_inputs
 from anomalib_surface.components.surface_module import SurfaceModule
+from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
 from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
 from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
 from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
@@ -51,6 +52,8 @@ from .loss import ClganLoss
 from .torch_model import NORMS, ClganModel
 
 logger = logging.getLogger(__name__)
+# What lowers the memory of a training step, named when even one image does not fit.
+MEMORY_OPTIONS = ("--model.ngf", "--model.n_blocks", "--model.num_patches")
 
 __all__ = ["Clgan"]
 
@@ -130,6 +133,10 @@ class Clgan(AnomalibModule, SurfaceModule):
             precision, recall, accuracy, F1 and IoU.
         visualizer (Visualizer | bool): Defaults to anomalib's image visualizer.
     """
+
+    phases: ClassVar[tuple[str, ...]] = ()
+    phase_buffer: ClassVar[str | None] = None
+    training_set_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -271,6 +278,34 @@ class Clgan(AnomalibModule, SurfaceModule):
                 probability=self.anomaly_probability,
             )
 
+    def on_fit_start(self) -> None:
+        """Fit the training batch to the memory: a generator step at the default 256 px keeps large activations."""
+        super().on_fit_start()
+        fit_train_batch_to_memory(self, [self._generator_activations], MEMORY_OPTIONS)
+
+    def _generator_activations(self, images: torch.Tensor) -> torch.Tensor:
+        """The generator loss of a training step on ``images`` ``[B, C, H, W]`` (no optimiser step)."""
+        features = self.model.generator.encode(images)
+        reconstruction = self.model.generator.decode(features[-1])
+        return self.loss.weighted_sum(self._generator_terms(images, reconstruction, lambda: features))
+
+    def _generator_terms(
+        self, target: torch.Tensor, reconstruction: torch.Tensor, target_features: Callable[[], list[torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        """Generator loss terms of ``reconstruction`` ``[B, C, H, W]`` against ``target``; ``target_features()``
+        (the encoder stages of ``target``) is called only when PatchNCE is on."""
+        discriminator = self.model.discriminator
+        queries, keys = [], []
+        if self.model.patch_heads is not None:
+            queries, keys = self._nce_embeddings(reconstruction, target_features())
+        return self.loss.generator_terms(
+            target,
+            reconstruction,
+            fake_logits=discriminator(reconstruction) if discriminator is not None else None,
+            nce_queries=queries,
+            nce_keys=keys,
+        )
+
     def on_train_start(self) -> None:
         """Refuse normalising pre-processors and synthetic-anomaly sources that overlap the test split."""
         super().on_train_start()
@@ -322,16 +357,8 @@ class Clgan(AnomalibModule, SurfaceModule):
             logs["discriminator_loss"] = d_loss.detach()
 
         with self.toggled_optimizer(opt_g):
-            queries, keys = [], []
-            if self.model.patch_heads is not None:
-                target_features = input_features if inputs is target else generator.encode(target)
-                queries, keys = self._nce_embeddings(reconstruction, target_features)
-            terms = self.loss.generator_terms(
-                target,
-                reconstruction,
-                fake_logits=discriminator(reconstruction) if discriminator is not None else None,
-                nce_queries=queries,
-                nce_keys=keys,
+            terms = self._generator_terms(
+                target, reconstruction, lambda: input_features if inputs is target else generator.encode(target),
             )
             g_loss = self.loss.weighted_sum(terms)
             check_finite({**terms, "generator": g_loss}, self.global_step)

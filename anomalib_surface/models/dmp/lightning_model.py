@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from anomalib import LearningType
@@ -39,6 +39,7 @@ from torchvision.transforms.v2 import Compose, Normalize, Resize
 from anomalib_surface.components import paths_of_test_split
 from anomalib_surface.components.phase_schedule import epoch_budget
 from anomalib_surface.components.surface_module import SurfaceModule
+from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
 from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
 from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
 from anomalib_surface.components.option_limits import MAX_KERNEL, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
@@ -50,6 +51,9 @@ from .synthesis import ANOMALY_SYNTHESES, build_anomaly_generator
 from .torch_model import DmpModel
 
 __all__ = ["Dmp"]
+
+# What lowers the memory of a training step, named when even one image does not fit.
+MEMORY_OPTIONS = ("--model.reconstruction_width", "--model.prediction_width", "--model.depth")
 
 
 OPTION_RULES = {
@@ -130,6 +134,10 @@ class Dmp(AnomalibModule, SurfaceModule):
         evaluator: Evaluator or flag for the default.
         visualizer: Visualizer or flag for the default.
     """
+
+    phases: ClassVar[tuple[str, ...]] = ()
+    phase_buffer: ClassVar[str | None] = None
+    training_set_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -256,9 +264,10 @@ class Dmp(AnomalibModule, SurfaceModule):
         return [optimizer], [scheduler]
 
     def on_fit_start(self) -> None:
-        """Refuse an anomaly source folder that overlaps the datamodule's test split."""
+        """Refuse an anomaly source folder that overlaps the datamodule's test split; fit the batch to the memory."""
         super().on_fit_start()
         self.augmenter.check_disjoint_from(paths_of_test_split(self.trainer))
+        fit_train_batch_to_memory(self, [self._training_losses], MEMORY_OPTIONS)
 
     def on_train_start(self) -> None:
         """Check the pre-processor and put the networks in training mode.
@@ -278,12 +287,16 @@ class Dmp(AnomalibModule, SurfaceModule):
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Synthesise defects, reconstruct, predict the defect map and compute the loss."""
         del args, kwargs  # These variables are not used.
-        augmented, masks = self.augmenter(batch.image)
-        reconstruction, logits = self.model(augmented)
-        losses = self.loss(batch.image, reconstruction, masks, logits)
+        losses = self._training_losses(batch.image)
         terms = {name: value for name, value in losses.items() if name != "loss"}
         self.log_train_losses(losses["loss"], terms, batch_size=len(batch.image))
         return {"loss": losses["loss"]}
+
+    def _training_losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Synthesise defects on ``images`` ``[B, 3, H, W]``, reconstruct, predict the defect map: the loss terms."""
+        augmented, masks = self.augmenter(images)
+        reconstruction, logits = self.model(augmented)
+        return self.loss(images, reconstruction, masks, logits)
 
     def on_train_batch_end(self, outputs: STEP_OUTPUT, batch: Batch, batch_idx: int) -> None:
         """Parameter copying: the frozen feature extractor follows the updated reconstruction encoder."""

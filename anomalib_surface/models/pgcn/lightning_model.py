@@ -42,6 +42,7 @@ from anomalib_surface.components.checks import require_unnormalised_inputs
 from anomalib_surface.components.phase_schedule import PhaseSchedule
 from anomalib_surface.components.surface_module import SurfaceModule
 from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Size, Text, check_options
+from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
 from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
 from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
@@ -54,6 +55,9 @@ from .pretrain import load_generator_weights
 from .torch_model import PgcnModel
 
 __all__ = ["Pgcn"]
+
+# What lowers the memory of a training step, named when even one image does not fit.
+MEMORY_OPTIONS = ("--model.triplets_per_image", "--model.embed_dim", "--model.depths")
 
 DEFAULT_IMAGE_SIZE = (224, 224)
 """224 / N=4 = 56 px patches: token grids 56, 28, 14, 7 fit Swin's 7x7 windows exactly (256 would not)."""
@@ -293,6 +297,11 @@ class Pgcn(AnomalibModule, SurfaceModule):
             {"params": self.model.generator.parameters(), "lr": self.learning_rate},
             {"params": self.model.comparator.parameters(), "lr": self.comparator_learning_rate},
         ])
+
+    def on_fit_start(self) -> None:
+        """Fit the training batch to the memory of both phases."""
+        super().on_fit_start()
+        fit_train_batch_to_memory(self, [self.generator_step, self.comparator_step], MEMORY_OPTIONS)
 
     def on_train_start(self) -> None:
         """Refuse normalising pre-processors and synthetic-anomaly sources that overlap the test split."""

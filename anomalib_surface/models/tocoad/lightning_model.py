@@ -43,6 +43,7 @@ from torchvision.transforms.v2 import Normalize
 from anomalib_surface.components import image_keys, paths_of_test_split
 from anomalib_surface.components.phase_schedule import PhaseSchedule
 from anomalib_surface.components.surface_module import SurfaceModule
+from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
 from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
 from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
 from anomalib_surface.components.option_limits import MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
@@ -57,6 +58,8 @@ from .torch_model import TocoadModel
 __all__ = ["Tocoad"]
 
 logger = logging.getLogger(__name__)
+# What lowers the memory of a training step, named when even one image does not fit.
+MEMORY_OPTIONS = ("--model.backbone (e.g. resnet18)", "--model.layers")
 
 
 def _view_augmentation() -> nn.Sequential:
@@ -275,9 +278,11 @@ class Tocoad(AnomalibModule, SurfaceModule):
         ])
 
     def on_fit_start(self) -> None:
-        """Refuse an anomaly source folder that overlaps the test images."""
+        """Refuse an anomaly source folder that overlaps the test images; fit the batch to the memory of the
+        training stages (stage 3 only extracts features)."""
         super().on_fit_start()
         self.generator.paste.check_disjoint_from(paths_of_test_split(self.trainer))
+        fit_train_batch_to_memory(self, [self._discriminator_losses, self._fine_tuning_losses], MEMORY_OPTIONS)
 
     def on_train_start(self) -> None:
         """Plan the stages; validate only after the last epoch, once the memory bank exists."""
