@@ -36,7 +36,7 @@ def test_model_build_error_is_its_own_paragraph(tmp_path: Path) -> None:
         "fit", "--model", "Locc", "--data", "MVTecAD", cwd=tmp_path, HF_HUB_CACHE=str(tmp_path / "empty_cache"),
     )
     assert process.returncode == 1
-    assert "error: Could not build anomalib_surface.models.locc.Locc: Could not load ImageNet weights" in process.stderr
+    assert "error: Could not build anomalib_surface.models.Locc: Could not load ImageNet weights" in process.stderr
     assert "pre_trained=False" in process.stderr
     assert "Union subtypes" not in process.stderr
     assert "Traceback" not in process.stderr

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch import Trainer
 
 from anomalib_surface.components import memory_budget
 from anomalib_surface.components.memory_budget import (
@@ -75,6 +76,7 @@ def test_the_model_lowers_its_batch_without_changing_its_state(model_class: type
 )
 def test_the_model_fits_its_batch_when_fitting_starts(model_class: type, probes: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     model = model_class(**model_class.smoke_test_init_args())
+    model.trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     calls = []
     monkeypatch.setattr(
         f"{model_class.__module__}.fit_train_batch_to_memory",
@@ -85,3 +87,4 @@ def test_the_model_fits_its_batch_when_fitting_starts(model_class: type, probes:
     assert module is model
     assert called_probes == [getattr(model, name) for name in probes]
     assert options and all(option.startswith("--model.") for option in options)
+    assert model.trainer.num_sanity_val_steps == 0  # the shared base's on_fit_start ran too

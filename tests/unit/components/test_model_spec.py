@@ -18,7 +18,7 @@ def test_a_built_in_model_gets_single_phase_defaults() -> None:
 def test_declarations_are_read_from_the_class() -> None:
     spec = model_spec(Tocoad)
     assert spec.phases == Tocoad.phases
-    assert spec.phase_buffer == "model.stage"
+    assert spec.phase_buffer == "phase"
     assert spec.smoke_test_max_epochs == len(Tocoad.phases)
     assert spec.smoke_test_init_args == Tocoad.smoke_test_init_args()
     assert spec.is_training_set_state("model.memory_bank")

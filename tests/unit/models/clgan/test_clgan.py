@@ -217,7 +217,7 @@ def test_zero_adversarial_and_nce_weights_build_a_plain_autoencoder() -> None:
         ({"norm": "layer"}, "norm must be one of"),
         ({"num_patches": 0}, "num_patches"),
         ({"beta1": 1.0}, "beta1"),
-        ({"nce_layers": ()}, "nce_layers must name at least one"),
+        ({"nce_layers": ()}, r"nce_layers must be a list of 1 to 64 items"),
         ({"anomaly_probability": 2.0}, "anomaly_probability"),
     ],
 )
@@ -250,8 +250,10 @@ def test_training_steps_decrease_reconstruction_loss() -> None:
 
 @pytest.mark.parametrize(("lambda_adv", "term"), [(1.0, "discriminator"), (0.0, "rec")])
 def test_non_finite_loss_stops_training_with_clear_error(lambda_adv: float, term: str) -> None:
-    images = torch.full((2, 3, 32, 32), float("nan"))
+    images = torch.rand(2, 3, 32, 32)  # finite: NaN images are refused before any loss (FiniteInputPreProcessor)
     model = tiny_clgan(corrupt_inputs=False, lambda_adv=lambda_adv)
+    with torch.no_grad():
+        next(model.model.generator.parameters()).fill_(float("nan"))  # every reconstruction is NaN
     with pytest.raises(NonFiniteLossError, match=f"Non-finite loss at training step 0: {term}=nan"):
         fit_on_batches(model, images, steps=1)
 

@@ -173,7 +173,7 @@ def test_draem_equivalent_differs_from_dmp_in_kernels_feature_term_and_synthesis
     """The DRAEM-equivalent configuration: the small-kernel, no-feature-term, DRAEM-synthesis Dmp."""
     config = yaml.safe_load(Path("configs/model/dmp_draem_equivalent.yaml").read_text())["model"]
     dmp = yaml.safe_load(Path("configs/model/dmp_cpu.yaml").read_text())["model"]
-    assert config["class_path"] == dmp["class_path"] == "Dmp"
+    assert config["class_path"] == dmp["class_path"] == "anomalib_surface.models.Dmp"
     changed = {key for key, value in config["init_args"].items() if dmp["init_args"].get(key) != value}
     assert changed == {"kernel_size", "feature_consistency", "anomaly_synthesis", "anomaly_source_path"}
     args = {**config["init_args"], "anomaly_source_path": str(texture_folder(tmp_path))}

@@ -74,7 +74,7 @@ def test_config_lists_every_option_with_its_default() -> None:
     ("overrides", "match"),
     [
         ({"center": "grid"}, "center"),
-        ({"defect_shape": "circle"}, "mask_shape"),
+        ({"defect_shape": "circle"}, "defect_shape must be one of"),
         ({"alignment_ratio": 1.0}, "alignment_ratio"),
         ({"alignment_ratio": 0.0}, "alignment_ratio"),
         ({"learning_rate": 0.0}, "learning_rate"),
