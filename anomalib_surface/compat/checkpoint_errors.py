@@ -11,7 +11,9 @@ This workaround records the model class in every checkpoint (a plain string, ``w
   :class:`CheckpointMismatchError` when the recorded class is not the model's;
 - when ``load_from_checkpoint`` fails for any reason, re-reads the file to explain the failure: a file that
   cannot be read gives :class:`DamagedCheckpointError`, a file recording another class gives
-  :class:`CheckpointMismatchError`, both naming the file, the model it holds and the model asked for.
+  :class:`CheckpointMismatchError`, both naming the file, the model it holds and the model asked for;
+- when a Trainer restore (``Engine.fit/test/predict(ckpt_path=...)``) cannot read the file, raises
+  :class:`DamagedCheckpointError` naming it (Lightning's own error is a bare unpickling message).
 """
 
 from __future__ import annotations
@@ -60,6 +62,14 @@ def _check_class(model: Any, checkpoint: dict[str, Any]) -> None:  # noqa: ANN40
         raise _mismatch(getattr(trainer, "ckpt_path", None) or "(being loaded)", held, type(model))
 
 
+def _damaged(path: str | Path, asked: type, read_error: Exception) -> DamagedCheckpointError:
+    """The error for a checkpoint file that cannot be read."""
+    return DamagedCheckpointError(
+        f"Checkpoint '{path}' cannot be read ({type(read_error).__name__}: {(str(read_error).splitlines() or [''])[0]}); "
+        f"it is damaged, truncated or not a checkpoint. Expected a complete checkpoint of a {asked.__name__} model.",
+    )
+
+
 def _explain(path: str | Path, asked: type, error: Exception) -> Exception | None:
     """The clearer error for a failed ``load_from_checkpoint`` of ``path``, or ``None`` to keep ``error``."""
     import torch
@@ -73,10 +83,7 @@ def _explain(path: str | Path, asked: type, error: Exception) -> Exception | Non
         with anomalib_safe_globals(extra=asked.checkpoint_safe_globals()):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as read_error:  # noqa: BLE001 - any failure to read means a damaged file
-        return DamagedCheckpointError(
-            f"Checkpoint '{path}' cannot be read ({type(read_error).__name__}: {str(read_error).splitlines()[0]}); "
-            f"it is damaged, truncated or not a checkpoint. Expected a complete checkpoint of a {asked.__name__} model.",
-        )
+        return _damaged(path, asked, read_error)
     held = checkpoint.get(MODEL_KEY) if isinstance(checkpoint, dict) else None
     if held and held != _class_path(asked):
         return _mismatch(path, held, asked)
@@ -116,6 +123,27 @@ def _patched(cls: type) -> None:
     cls.load_from_checkpoint = classmethod(load_from_checkpoint_explained)
 
 
+def _patched_strategy_restore() -> None:
+    """Wrap Lightning's ``Strategy.load_checkpoint`` (the Trainer-restore read) so a file it cannot read is named."""
+    from lightning.pytorch.strategies import Strategy
+
+    load = Strategy.load_checkpoint
+    if getattr(load, "_anomalib_surface_names_file", False):
+        return
+
+    @functools.wraps(load)
+    def load_checkpoint(self: Any, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        try:
+            return load(self, checkpoint_path, *args, **kwargs)
+        except Exception as error:
+            if not Path(checkpoint_path).is_file():
+                raise
+            raise _damaged(checkpoint_path, type(self.lightning_module), error) from error
+
+    load_checkpoint._anomalib_surface_names_file = True  # type: ignore[attr-defined]
+    Strategy.load_checkpoint = load_checkpoint
+
+
 def applies() -> bool:
     """Whether anomalib's ``AnomalibModule`` writes no trace of the model's class into its checkpoints."""
     from anomalib.models.components import AnomalibModule
@@ -127,8 +155,9 @@ def applies() -> bool:
 
 
 def install() -> None:
-    """Wrap ``AnomalibModule``'s checkpoint hooks and ``load_from_checkpoint`` (once)."""
+    """Wrap ``AnomalibModule``'s checkpoint hooks, ``load_from_checkpoint`` and the Trainer-restore read (once)."""
     from anomalib.models.components import AnomalibModule
 
     if not getattr(AnomalibModule.on_save_checkpoint, "_anomalib_surface_model_class", False):
         _patched(AnomalibModule)
+    _patched_strategy_restore()

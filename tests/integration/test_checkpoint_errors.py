@@ -62,6 +62,16 @@ def test_truncated_checkpoint_names_the_file(tmp_path: Path) -> None:
         Padim.load_from_checkpoint(path, map_location="cpu")
 
 
+def test_trainer_restore_of_a_damaged_file_names_the_file(tmp_path: Path) -> None:
+    """``anomalib test/predict --ckpt_path`` read through the Trainer: Lightning's bare unpickling error gets the file."""
+    path = _save(Padim(backbone="resnet18", pre_trained=False, visualizer=False), tmp_path / "padim.ckpt")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    trainer = lightning.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    model = Padim(backbone="resnet18", pre_trained=False, visualizer=False)
+    with pytest.raises(DamagedCheckpointError, match=r"Checkpoint '.*padim.ckpt' cannot be read .* checkpoint of a Padim model"):
+        trainer.test(model, dataloaders=torch.utils.data.DataLoader([0]), ckpt_path=path)
+
+
 def test_own_checkpoint_still_loads(tmp_path: Path) -> None:
     model = Padim(backbone="resnet18", pre_trained=False, visualizer=False)
     reloaded = Padim.load_from_checkpoint(_save(model, tmp_path / "padim.ckpt"), map_location="cpu")
