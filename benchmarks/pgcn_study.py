@@ -18,10 +18,9 @@ positive, Pgcn loses much less), and Pgcn's intersection minus its left-to-right
 The data is a TextureFolder collection (``--root``/``--material``; default: SurfaceDemo's periodic ``cloth``
 patterns woven, plaid and motif). Before every test the post-processor is calibrated on the datamodule's
 validation set, TextureFolder's default: anomalib's synthetic anomalies on held-out images of the *training*
-pattern, never a test image. Thresholds therefore come from the training pattern, as they would in deployment.
-Scores and maps are not normalised (``enable_normalization=False``): anomalib's min-max normalisation, fitted on
-the training pattern and clamped to [0, 1], saturates on another pattern and would make every cross-pattern
-ranking metric a tie.
+pattern, never a test image. Thresholds and normalisation therefore come from the training pattern, as they
+would in deployment; anomalib's clamped normalisation can saturate on another pattern, which is why the
+protocol's ranking metrics are also computed on raw maps (:mod:`benchmarks.protocol`).
 
 Budgets are epochs (``--epochs``, ``--pgcn-epochs GENERATOR COMPARATOR``); ``--generator-weights`` starts Pgcn
 from a generator pretrained on a pool without the tested patterns (``python -m anomalib_surface.models.pgcn.pretrain``).
@@ -54,14 +53,10 @@ from .suites import PATTERN_CATEGORIES, baselines, build_datamodule, plugin_entr
 DEFAULT_MATERIAL = "cloth"
 DEFAULT_PATTERNS = [name.split("/")[1] for name in PATTERN_CATEGORIES if name.startswith(f"{DEFAULT_MATERIAL}/")]
 
-# No normalisation: its min and max come from the training pattern's validation images and clamp to [0, 1], so on
-# another pattern every score can saturate to 1 (AUROC exactly 0.5, seen in a first run). Thresholds still come
-# from the validation set, in the raw score space; AUROC, AP and AUPRO are then computed on raw scores and maps.
-RAW = {"enable_normalization": False}
-PLAIN = {"class_path": "anomalib.post_processing.PostProcessor", "init_args": RAW}
+PLAIN = {"class_path": "anomalib.post_processing.PostProcessor"}
 INTERSECTION = {
     "class_path": "anomalib_surface.post_processing.BidirectionalIntersection",
-    "init_args": {"flip": "horizontal", **RAW},
+    "init_args": {"flip": "horizontal"},
 }
 SUMMARY_KEYS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "pixel_AP", "pixel_F1", "pixel_IoU")
 CLAIM_KEYS = ("image_AUROC", "pixel_AUROC")
