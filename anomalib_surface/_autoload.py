@@ -1,16 +1,18 @@
 """Start-up hook that makes ``anomalib.models`` / ``anomalib.data`` entry points effective.
 
 anomalib reads no entry points, so this package ships ``anomalib_surface_autoload.pth`` (and, for Python 3.15+,
-the PEP 829 ``anomalib_surface_autoload.start`` beside it), which site runs at interpreter start-up and which
-calls :func:`install`. ``install`` only puts a tiny import finder on ``sys.meta_path``: nothing else happens until
-the process imports one of the watched anomalib modules (:func:`watched_modules`). When one of those has finished
-executing, :mod:`anomalib_surface.registration` loads the plugins declared in the matching entry-point group and
-publishes them to anomalib, and :mod:`anomalib_surface.compat` applies its fixes for that module.
+the PEP 829 ``anomalib_surface_autoload.start`` beside it), which site runs at interpreter start-up. The ``.pth``
+line imports nothing: it reads ``ANOMALIB_DISABLE_PLUGIN_AUTOLOAD``, checks that this package is still installed
+(silent when the package was removed but the ``.pth`` file left behind) and puts a placeholder finder, built inline,
+on ``sys.meta_path``. At the first lookup of ``anomalib`` or a submodule the placeholder imports this module and
+:func:`take_over` puts the real watcher (:class:`AnomalibImportWatcher`) in its place; the ``.start`` file calls
+:func:`install`, which installs the watcher at once. When one of the watched anomalib modules
+(:func:`watched_modules`) has finished executing, :mod:`anomalib_surface.registration` loads the plugins declared
+in the matching entry-point group and publishes them to anomalib, and :mod:`anomalib_surface.compat` applies its
+fixes for that module.
 
-Every Python process of the environment runs this file, so it imports nothing beyond what the interpreter has
-already loaded at start-up (``os``, ``sys``): no ``importlib.abc``, no ``typing``, no torch. The ``.pth`` line reads
-``ANOMALIB_DISABLE_PLUGIN_AUTOLOAD`` before importing anything, and is silent when this package has been removed
-but the ``.pth`` file left behind.
+This module imports nothing beyond what the interpreter has already loaded at start-up (``os``, ``sys``): no
+``importlib.abc``, no ``typing``, no torch.
 """
 
 import os
@@ -88,10 +90,29 @@ class AnomalibImportWatcher:
         return None
 
 
+def take_over(placeholder: object, fullname: str, path: object, target: object = None) -> object:
+    """Answer the first anomalib lookup for the ``.pth`` line's placeholder finder, which imports nothing at start-up.
+
+    The placeholder (a class the ``.pth`` line builds inline) calls this for ``anomalib`` and its submodules only.
+    Unless a watcher is already installed (by :func:`install`), the placeholder's slot on ``sys.meta_path`` becomes
+    an :class:`AnomalibImportWatcher` (replaced in place: the import system is iterating that list right now) and
+    the lookup is answered through it; otherwise the placeholder stays, inert.
+    """
+    if autoload_disabled() or any(isinstance(finder, AnomalibImportWatcher) for finder in sys.meta_path):
+        return None
+    watcher = AnomalibImportWatcher()
+    if placeholder in sys.meta_path:
+        sys.meta_path[sys.meta_path.index(placeholder)] = watcher
+    else:
+        sys.meta_path.insert(0, watcher)
+    return watcher.find_spec(fullname, path, target)
+
+
 def install() -> None:
     """Put the watcher first on ``sys.meta_path`` once, unless switched off by the environment.
 
-    The entry point of the ``.start`` file (Python 3.15+) and of the ``.pth`` line (older Pythons).
+    The entry point of the ``.start`` file (Python 3.15+) and of code that wants the hook at once; the ``.pth``
+    line (older Pythons) defers it to the first anomalib import through :func:`take_over`.
     """
     if autoload_disabled() or any(isinstance(finder, AnomalibImportWatcher) for finder in sys.meta_path):
         return

@@ -101,15 +101,20 @@ def test_start_up_hook_imports_no_torch() -> None:
         run_python(
             """
             import json, sys
-            from anomalib_surface._autoload import AnomalibImportWatcher
-            print(json.dumps({
+            before = {
                 "heavy": sorted(m for m in ("torch", "anomalib", "lightning", "timm") if m in sys.modules),
-                "hook": any(isinstance(f, AnomalibImportWatcher) for f in sys.meta_path),
-            }))
+                "placeholder": [type(f).__name__ for f in sys.meta_path].count("AnomalibSurfaceStartUp"),
+                "ours": sorted(m for m in sys.modules if m.startswith("anomalib_surface")),
+            }
+            import anomalib
+            from anomalib_surface._autoload import AnomalibImportWatcher
+            after = sum(isinstance(f, AnomalibImportWatcher) for f in sys.meta_path)
+            print(json.dumps({**before, "watchers_after_anomalib": after}))
             """,
         ),
     )
-    assert result == {"heavy": [], "hook": True}
+    # Start-up: only the inline placeholder, nothing imported; the first anomalib import puts the watcher in.
+    assert result == {"heavy": [], "placeholder": 1, "ours": [], "watchers_after_anomalib": 1}
 
 
 def test_get_model_and_list_models_find_plugins_without_import() -> None:
@@ -444,13 +449,16 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("anomalib_surface
 
 
 def test_environment_variable_means_no_import_at_all(tmp_path: Path) -> None:
-    """With the switch set, the start-up file imports nothing, not even this package; without it, only the hook (the watched modules are read at the first anomalib import)."""
+    """With the switch set, the start-up file imports nothing, not even this package; without it, nothing either (the hook imports itself at the first anomalib import)."""
     switched_off = run_with_repo_start_up_file(tmp_path, IMPORTED, str(REPO_ROOT), ANOMALIB_DISABLE_PLUGIN_AUTOLOAD="1")
     assert last_json(switched_off) == []
     (tmp_path / "site-packages" / "anomalib_surface_autoload.pth").unlink()
     (tmp_path / "site-packages").rmdir()
-    switched_on = run_with_repo_start_up_file(tmp_path, IMPORTED, str(REPO_ROOT))
-    assert last_json(switched_on) == ["anomalib_surface", "anomalib_surface._autoload"]
+    placeholder = IMPORTED.replace(
+        "print(json.dumps(sorted(", 'print(json.dumps([type(f).__name__ for f in sys.meta_path][:1] + sorted(',
+    )
+    switched_on = run_with_repo_start_up_file(tmp_path, placeholder, str(REPO_ROOT))
+    assert last_json(switched_on) == ["AnomalibSurfaceStartUp"]
 
 
 def test_start_up_file_left_behind_by_a_broken_uninstall_is_silent(tmp_path: Path) -> None:
