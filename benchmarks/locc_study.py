@@ -13,7 +13,8 @@ Runs per (category, seed):
 - anomalib's Padim and Patchcore on the same backbone, on both (Table 4), with their ms per image (Table 5).
 
 Locc trains ``--imm-epochs`` alignment epochs and ``--alm-epochs`` localisation epochs (paper: 500 and 300) on
-the trainer's budget, from its cached features. For every run with the IMM, the rotation and translation error of
+the trainer's budget, from its cached features. Every model validates once, after its last epoch (the
+post-processor's calibration; the raw-map metrics below need none). For every run with the IMM, the rotation and translation error of
 the predicted alignment against the transforms ``mad_rto.json`` records is measured on the test images
 (:func:`alignment_errors`; target below 2° and 2 px at 128 px).
 
@@ -197,7 +198,7 @@ def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:
                     keep = KeepModel()
                     record, _ = run_entry(entry, datamodule, f"{data}/{category}", output / f"seed{seed}", args.image_size,
                                           seed, entry.max_epochs or 1, progress=args.progress, accelerator=args.accelerator,
-                                          callbacks=[keep])
+                                          callbacks=[keep], engine_options={"check_val_every_n_epoch": entry.max_epochs or 1})
                     row = {"data": data, **dataclasses.asdict(record), "category": category}
                     if record.status == "ok" and entry.init_args.get("align"):
                         row["alignment"] = measure_alignment(keep.model, datamodule)

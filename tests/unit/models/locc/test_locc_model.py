@@ -223,14 +223,15 @@ def test_backbone_stays_in_eval_mode() -> None:
 
 
 @pytest.mark.parametrize("align", [True, False])
-def test_forward_gives_maps_at_input_resolution(align: bool) -> None:
+@pytest.mark.parametrize("size", [(48, 80), (8, 8)])
+def test_forward_gives_maps_at_input_resolution(align: bool, size: tuple[int, int]) -> None:
     model = LoccModel(align=align, imm_channels=(8, 16), pre_trained=False, feature_dim=16, hidden_dim=32).eval()
-    images = torch.rand(3, 3, 48, 80)
+    images = torch.rand(3, 3, *size)
     if align:
         model.imm.set_template(images[0])
     output = model(images)
     assert isinstance(output, InferenceBatch)
-    assert output.anomaly_map.shape == (3, 1, 48, 80)
+    assert output.anomaly_map.shape == (3, 1, *size)
     assert output.pred_score.shape == (3,)
     torch.testing.assert_close(output.pred_score, output.anomaly_map.amax(dim=(1, 2, 3)))
 
