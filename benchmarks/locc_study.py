@@ -10,7 +10,8 @@ Runs per (category, seed):
   position (``center="map"``) and with one global centre (``"vector"``);
 - RTO variant (Table 2): Locc with / without the image matching module (IMM) and with / without the defect
   generation module (DGM), Locc with the residual start of ``N_M`` (``mapping_start="residual"``);
-- anomalib's Padim and Patchcore on the same backbone, on both (Table 4), with their ms per image (Table 5).
+- anomalib's Padim and Patchcore on the same backbone, on both (Table 4), with their ms per image (Table 5);
+- with ``--alignment-blur``, the full model with the registration loss on blurred images.
 
 Locc trains ``--imm-epochs`` alignment epochs and ``--alm-epochs`` localisation epochs (paper: 500 and 300) on
 the trainer's budget, from its cached features. Every model validates once, after its last epoch (the
@@ -57,8 +58,11 @@ CLAIMS = (
 METRICS = ("pixel_AUROC", "pixel_AP")
 
 
-def locc_entries(imm_epochs: int, alm_epochs: int, source: Path) -> dict[str, list[Entry]]:
-    """The Locc variants of each data kind; the IMM gets ``imm_epochs``, ``N_M`` ``alm_epochs`` (+1 centres pass)."""
+def locc_entries(imm_epochs: int, alm_epochs: int, source: Path, blurs: tuple[float, ...] = ()) -> dict[str, list[Entry]]:
+    """The Locc variants of each data kind; the IMM gets ``imm_epochs``, ``N_M`` ``alm_epochs`` (+1 centres pass).
+
+    ``blurs``: also the full model with each of these ``alignment_blur`` values (registration loss on blurred images).
+    """
     base = {"backbone": BACKBONE, "pre_trained": True, "imm_channels": [16, 32, 64], "anomaly_source_path": str(source)}
     aligned = {"align": False}
     with_imm = {"align": True, "alignment_ratio": imm_epochs / (imm_epochs + alm_epochs)}
@@ -75,6 +79,7 @@ def locc_entries(imm_epochs: int, alm_epochs: int, source: Path) -> dict[str, li
             entry("Locc +IMM -DGM", **with_imm, outlier_exposure=False),
             entry("Locc -IMM -DGM", **aligned, outlier_exposure=False),
             entry("Locc +IMM +DGM residual", **with_imm, mapping_start="residual"),
+            *(entry(f"Locc +IMM +DGM blur {blur:g} px", **with_imm, alignment_blur=blur) for blur in blurs),
         ],
     }
 
@@ -185,7 +190,7 @@ def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:
     output.mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.locc_study " + shlex.join(sys.argv[1:])
     env = report.environment(args.seeds, args.accelerator)
-    entries = locc_entries(args.imm_epochs, args.alm_epochs, anomaly_source_folder())
+    entries = locc_entries(args.imm_epochs, args.alm_epochs, anomaly_source_folder(), tuple(args.alignment_blur))
     references = [entry for entry in baselines(pre_trained=True) if entry.model in {"Padim", "Patchcore"}]
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:
@@ -229,6 +234,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--imm-epochs", type=int, default=500, help="alignment epochs (paper: 500)")
     parser.add_argument("--alm-epochs", type=int, default=300, help="localisation epochs (paper: 300)")
+    parser.add_argument("--alignment-blur", type=float, nargs="*", default=[],
+                        help="also Locc with these alignment_blur values (px), e.g. 2 (with --models: alignment runs only)")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--accelerator", default="auto")

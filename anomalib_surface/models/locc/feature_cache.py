@@ -12,6 +12,8 @@ whose ``N_M`` is kept (held-out synthetic defects, never test images).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
@@ -109,7 +111,7 @@ class FeatureCache:
         masks = self.masks[versions, rows].to(device, torch.float32).unsqueeze(1)
         return features, masks
 
-    def held_out_auroc(self, distance: callable, chunk: int = 32) -> float | None:
+    def held_out_auroc(self, distance: Callable[[torch.Tensor], torch.Tensor], chunk: int = 32) -> float | None:
         """Position-level AUROC of ``distance(F_Mixed) -> [B, 1, h, w]`` on every version of the held-out images.
 
         ``None`` when no held-out position is defective or none is normal (nothing to rank).

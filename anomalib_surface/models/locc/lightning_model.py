@@ -316,6 +316,10 @@ class Locc(AnomalibModule, SurfaceModule):
             self._centre_sum, self._centre_count = batch_sum, batch_count
         else:
             self._centre_sum, self._centre_count = self._centre_sum + batch_sum, self._centre_count + batch_count
+        return self._zero_loss()
+
+    def _zero_loss(self) -> torch.Tensor:
+        """Zero times ``N_M``'s weights: a loss without gradient that still gives DDP its backward pass."""
         return 0.0 * sum(parameter.sum() for parameter in self.model.alm.mapper.parameters())
 
     def _caching_loss(self, images: torch.Tensor) -> torch.Tensor:
@@ -334,7 +338,7 @@ class Locc(AnomalibModule, SurfaceModule):
         rows = self._cache.add(features, masks)
         trained = torch.nonzero(~self._cache.is_held_out(rows)).flatten()
         if len(trained) == 0:
-            return 0.0 * sum(parameter.sum() for parameter in self.model.alm.mapper.parameters())
+            return self._zero_loss()
         chosen = self._cache.pick_versions(len(trained), self.anomaly_probability).to(features.device)
         trained = trained.to(features.device)
         return self._mapping_loss(features[chosen, trained], masks[chosen, trained].unsqueeze(1))
@@ -364,7 +368,8 @@ class Locc(AnomalibModule, SurfaceModule):
         """
         if not self._cache.complete:
             self._cache.finish()
-        auroc = self._cache.held_out_auroc(lambda mixed: self.model.alm.distance(self.model.alm.map_features(mixed)))
+        with torch.no_grad():
+            auroc = self._cache.held_out_auroc(lambda mixed: self.model.alm.distance(self.model.alm.map_features(mixed)))
         total = sum_over_processes(self.trainer, torch.tensor([auroc or 0.0, float(auroc is not None)], device=self.device))
         if total[1] > 0:
             score = float(total[0] / total[1])
