@@ -51,14 +51,14 @@ class DefectGenerator(nn.Module):
     Args:
         anomaly_source_path: Folder of foreign images; ``None`` uses other training images of the batch.
         probability: Fraction of images that receive a defect.
-        mask_shape: ``"perlin"`` (irregular) or ``"rectangle"``.
+        mask_shape: ``"rectangle"`` (default; large enough for eq. 5) or ``"perlin"`` (irregular).
     """
 
     def __init__(
         self,
         anomaly_source_path: str | Path | None = None,
         probability: float = 0.5,
-        mask_shape: str = "perlin",
+        mask_shape: str = "rectangle",
     ) -> None:
         super().__init__()
         if mask_shape not in MASK_SHAPES:
