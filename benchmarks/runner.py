@@ -226,10 +226,12 @@ def run_entry(
     accelerator: str = "auto",
     timing: bool = True,
     callbacks: list | None = None,
+    engine_options: dict[str, Any] | None = None,
 ) -> tuple[Record, dict[str, np.ndarray]]:
     """Train, test and (with ``timing``) time one entry on one category; failures become a ``failed`` record.
 
-    ``callbacks`` (Lightning callbacks, e.g. a per-epoch record of held-out metrics) are added to the Engine.
+    ``callbacks`` (Lightning callbacks, e.g. a per-epoch record of held-out metrics) are added to the Engine;
+    ``engine_options`` are further Engine (Trainer) arguments, e.g. ``check_val_every_n_epoch``.
 
     Returns:
         The record and the arrays kept for figures and studies: ``images`` (uint8 ``[N, H, W, 3]``),
@@ -251,6 +253,7 @@ def run_entry(
             logger=False,
             enable_progress_bar=progress,
             callbacks=callbacks,
+            **(engine_options or {}),
         )
         with PeakMemory() as memory:
             start = time.perf_counter()

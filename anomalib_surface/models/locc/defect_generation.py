@@ -27,7 +27,7 @@ def rectangle_masks(
     batch_size: int,
     height: int,
     width: int,
-    side_range: tuple[float, float] = (0.1, 0.4),
+    side_range: tuple[float, float] = (0.15, 0.4),
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Random axis-aligned rectangles, ``[B, 1, H, W]`` 0/1, sides a random fraction ``side_range`` of the image's."""
@@ -51,14 +51,14 @@ class DefectGenerator(nn.Module):
     Args:
         anomaly_source_path: Folder of foreign images; ``None`` uses other training images of the batch.
         probability: Fraction of images that receive a defect.
-        mask_shape: ``"perlin"`` (irregular) or ``"rectangle"``.
+        mask_shape: ``"rectangle"`` (default; large enough for eq. 5) or ``"perlin"`` (irregular).
     """
 
     def __init__(
         self,
         anomaly_source_path: str | Path | None = None,
         probability: float = 0.5,
-        mask_shape: str = "perlin",
+        mask_shape: str = "rectangle",
     ) -> None:
         super().__init__()
         if mask_shape not in MASK_SHAPES:
@@ -71,13 +71,18 @@ class DefectGenerator(nn.Module):
         """Refuse a foreign source folder that overlaps the test split (see ``SyntheticAnomalyGenerator``)."""
         self.synthesiser.check_disjoint_from(test_image_paths)
 
-    def masks(self, images: torch.Tensor) -> torch.Tensor:
-        """One region per selected image, ``[B, 1, H, W]`` 0/1 (all zero for unselected images)."""
+    def masks(self, images: torch.Tensor, every_image: bool = False) -> torch.Tensor:
+        """One region per selected image (each with ``probability``, or all with ``every_image``), ``[B, 1, H, W]`` 0/1.
+
+        Unselected images get an all-zero mask.
+        """
         batch, _, height, width = images.shape
         if self.mask_shape == "perlin":
             masks = perlin_masks(batch, height, width, self.synthesiser.perlin_threshold, images.device)
         else:
             masks = rectangle_masks(batch, height, width, device=images.device)
+        if every_image:
+            return masks
         selected = torch.rand(batch, device=images.device) < self.synthesiser.probability
         return masks * selected.float().view(-1, 1, 1, 1)
 
@@ -91,12 +96,12 @@ class DefectGenerator(nn.Module):
         foreign = self.synthesiser.fill(images) if bool(is_foreign.any()) else images
         return torch.where(kind == DEFECT_KINDS.index("darken"), darkened, torch.where(is_foreign, foreign, lightened))
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Add defects to ``[B, C, H, W]`` images in ``[0, 1]``.
+    def forward(self, images: torch.Tensor, every_image: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add defects to ``[B, C, H, W]`` images in ``[0, 1]`` (to a random ``probability`` share, or to ``every_image``).
 
         Returns:
             Images with defects ``[B, C, H, W]`` (unchanged outside the masks) and 0/1 masks ``[B, 1, H, W]``.
         """
-        masks = self.masks(images)
+        masks = self.masks(images, every_image)
         alpha = self.synthesiser.alpha(masks)
         return images * (1.0 - alpha) + self.fill(images) * alpha, masks

@@ -8,9 +8,9 @@
   up-sampled to the stage-1 grid and concatenated (``F_Mixed``), mapped by ``N_M`` to ``F_M``; anomaly
   score of a position = half cosine distance of ``F_M`` to the local centre ``F_C``. ``F_C`` is the
   mean, over defect-free training images, of ``F_Mixed`` reduced to ``feature_dim`` channels by a fixed
-  random orthonormal projection (seeded, stored as a buffer). ``N_M`` is that reduction plus a learnt
-  residual (two bias-free 1×1 convolutions, the last one zero-initialised), so that untrained ``F_M``
-  lie in the space of their centres.
+  random orthonormal projection (seeded, stored as a buffer). ``N_M`` (two bias-free 1×1 convolutions)
+  is trained from scratch as in the paper (``mapping_start="scratch"``), or is that reduction plus a learnt
+  residual whose last layer starts at zero (``"residual"``), so that untrained ``F_M`` lie on their centres' side.
 - :class:`LoccModel`: both together; ``forward`` returns the anomaly map in input coordinates.
 """
 
@@ -32,9 +32,11 @@ from .anomaly_map import AnomalyMapGenerator
 from .loss import half_cosine_distance
 from .spatial_transformer import rigid_matrix, warp
 
-__all__ = ["CENTER_MODES", "AnomalyLocalisationModule", "ImageMatchingModule", "LoccModel"]
+__all__ = ["CENTER_MODES", "MAPPING_STARTS", "AnomalyLocalisationModule", "ImageMatchingModule", "LoccModel"]
 
 CENTER_MODES = ("map", "vector")
+MAPPING_STARTS = ("scratch", "residual")
+"""How ``N_M`` starts: randomly initialised (the paper), or the centres' projection plus a zero residual."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKBONE_STAGES = (1, 2, 3)
@@ -135,6 +137,9 @@ class AnomalyLocalisationModule(DynamicBufferMixin):
         hidden_dim: Hidden channels of ``N_M``.
         center: ``"map"`` (one centre per position) or ``"vector"`` (one global centre).
         projection_seed: Seed of the fixed projection that reduces ``F_Mixed`` to ``D`` channels.
+        mapping_start: ``"scratch"`` (``N_M`` alone, randomly initialised, as in the paper) or ``"residual"``
+            (the projection plus ``N_M`` with a zero-initialised last layer: training starts from the distances
+            of the frozen features to their centres).
     """
 
     def __init__(
@@ -146,12 +151,17 @@ class AnomalyLocalisationModule(DynamicBufferMixin):
         hidden_dim: int = 256,
         center: str = "map",
         projection_seed: int = 0,
+        mapping_start: str = "scratch",
     ) -> None:
         super().__init__()
         if center not in CENTER_MODES:
             msg = f"center must be one of {CENTER_MODES}, got {center!r}."
             raise ValueError(msg)
+        if mapping_start not in MAPPING_STARTS:
+            msg = f"mapping_start must be one of {MAPPING_STARTS}, got {mapping_start!r}."
+            raise ValueError(msg)
         self.center = center
+        self.mapping_start = mapping_start
         self.backbone = create_backbone(
             backbone,
             pre_trained=pre_trained,
@@ -172,7 +182,8 @@ class AnomalyLocalisationModule(DynamicBufferMixin):
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden_dim, feature_dim, 1, bias=False),
         )
-        nn.init.zeros_(self.mapper[-1].weight)
+        if mapping_start == "residual":
+            nn.init.zeros_(self.mapper[-1].weight)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("projection", _orthonormal_projection(mixed_channels, feature_dim, projection_seed))
@@ -212,15 +223,19 @@ class AnomalyLocalisationModule(DynamicBufferMixin):
             raise ValueError(msg)
         return half_cosine_distance(features, centres.to(features.dtype)).unsqueeze(1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``F_M`` ``[B, D, h, w]`` of aligned images ``[B, 3, H, W]`` in ``[0, 1]``.
+    def map_features(self, mixed: torch.Tensor) -> torch.Tensor:
+        """``F_M`` ``[B, D, h, w]`` of ``F_Mixed`` ``[B, C, h, w]`` (cached features train through this).
 
-        ``N_M`` is the reduction of the centres plus a learnt residual whose last layer starts at zero,
-        so that training starts from the distance of the reduced ``F_Mixed`` to its local mean. The
-        residual has no bias terms: a bias would let ``N_M`` map every input onto the centres.
+        ``N_M`` has no bias terms: a bias would let it map every input onto one global centre. With
+        ``mapping_start="residual"`` the reduction of the centres is added, so that training starts from the
+        distance of the reduced ``F_Mixed`` to its local mean.
         """
-        mixed = self.mixed_features(images)
-        return self.reduce(mixed) + self.mapper(mixed)
+        mapped = self.mapper(mixed)
+        return mapped + self.reduce(mixed) if self.mapping_start == "residual" else mapped
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``F_M`` ``[B, D, h, w]`` of aligned images ``[B, 3, H, W]`` in ``[0, 1]``."""
+        return self.map_features(self.mixed_features(images))
 
 
 class LoccModel(nn.Module):
@@ -236,6 +251,7 @@ class LoccModel(nn.Module):
         hidden_dim: Hidden channels of ``N_M``.
         center: ``"map"`` or ``"vector"``.
         projection_seed: Seed of the centres' dimension reduction.
+        mapping_start: ``"scratch"`` or ``"residual"`` (see :class:`AnomalyLocalisationModule`).
     """
 
     def __init__(
@@ -249,6 +265,7 @@ class LoccModel(nn.Module):
         hidden_dim: int = 256,
         center: str = "map",
         projection_seed: int = 0,
+        mapping_start: str = "scratch",
     ) -> None:
         super().__init__()
         self.imm = ImageMatchingModule(imm_channels) if align else None
@@ -260,6 +277,7 @@ class LoccModel(nn.Module):
             hidden_dim=hidden_dim,
             center=center,
             projection_seed=projection_seed,
+            mapping_start=mapping_start,
         )
         self.anomaly_map_generator = AnomalyMapGenerator()
 

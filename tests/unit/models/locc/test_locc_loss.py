@@ -95,3 +95,28 @@ def test_rectangle_masks_are_rectangles_inside_the_image() -> None:
         assert int(mask.sum()) == int(rows.sum()) * int(cols.sum())  # a filled box
         assert 0.2 * 40 - 1 <= rows.sum() <= 0.5 * 40 + 1
         assert 0.2 * 30 - 1 <= cols.sum() <= 0.5 * 30 + 1
+
+
+def test_default_defects_are_large_enough_for_the_push_term() -> None:
+    """Default regions (rectangles, sides 15-40 % of the image) cover several feature positions (stride 4), so that
+    eq. 5 has defect positions to push in every copy; ``every_image`` puts one in every image."""
+    torch.manual_seed(0)
+    images = torch.rand(64, 3, 64, 64)
+    _, masks = DefectGenerator(probability=0.0)(images, every_image=True)
+    coverage = masks.flatten(1).mean(1)
+    assert bool((coverage >= 0.15**2 * 0.8).all()) and bool((coverage <= 0.4**2 * 1.2).all())
+    positions = defect_positions(masks, (16, 16)).flatten(1).sum(1)
+    assert bool((positions >= 4).all())
+
+
+def test_foreign_defects_come_from_the_source_folder(tmp_path) -> None:
+    """``anomaly_source_path`` (e.g. a folder of photos, the paper's VOC stand-in) fills the foreign defects."""
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (255, 0, 0)).save(tmp_path / "red.png")
+    torch.manual_seed(0)
+    generator = DefectGenerator(str(tmp_path), probability=1.0)
+    images = torch.zeros(32, 3, 32, 32)
+    augmented, masks = generator(images)
+    inside = augmented.permute(1, 0, 2, 3)[:, masks[:, 0].bool()]
+    assert bool((inside[0] > inside[1] + 0.2).any())  # some regions are (blended) red photo content

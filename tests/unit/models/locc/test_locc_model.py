@@ -20,6 +20,7 @@ from anomalib_surface.components import NonFiniteLossError
 from anomalib_surface.data import SurfaceDemo
 from anomalib_surface.data.surface_demo import make_surface_demo
 from anomalib_surface.models.locc import Locc, LoccModel
+from anomalib_surface.models.locc.feature_cache import FeatureCache
 
 CONFIG = Path(__file__).parents[4] / "configs" / "model" / "locc.yaml"
 SIZE = 64
@@ -147,10 +148,71 @@ def test_phase_losses_train_only_their_own_module() -> None:
     assert all(p.grad is None for p in model.model.alm.parameters())
 
     model.zero_grad(set_to_none=True)
-    model._localisation_loss(images).backward()  # noqa: SLF001
+    model._cache = FeatureCache(copies=2)  # noqa: SLF001
+    model._caching_loss(images).backward()  # noqa: SLF001
     assert all(p.grad is None for p in model.model.imm.parameters())
     assert all(p.grad is not None for p in model.model.alm.mapper.parameters())
     assert all(not p.requires_grad for p in model.model.alm.backbone.parameters())
+
+
+def test_localisation_computes_backbone_features_once_then_trains_on_the_cache() -> None:
+    """The first localisation epoch caches ``F_Mixed`` of each image and its defect copies; later epochs train
+    ``N_M`` on the cache (no backbone pass), one optimiser step per training batch, as many epochs as the trainer's."""
+    torch.manual_seed(0)
+    model = tiny_locc(alignment_ratio=0.25, defect_copies=3, held_out_fraction=0.25, anomaly_probability=0.5)
+    model.model.imm.set_template(torch.rand(3, SIZE, SIZE))
+    model.model.alm.set_centres(torch.randn(16, SIZE // 4, SIZE // 4))
+    model.trainer = SimpleNamespace(current_epoch=2, global_step=0, world_size=1, strategy=None)
+    model.epochs_planned = 5  # alignment 1, centres 1, localisation 3
+    model.log = lambda *args, **kwargs: None
+    calls = []
+    backbone_pass = model.model.alm.mixed_features
+    model.model.alm.mixed_features = lambda images: calls.append(len(images)) or backbone_pass(images)
+    batches = [torch.rand(4, 3, SIZE, SIZE) for _ in range(2)]
+
+    for epoch in (2, 3, 4):
+        model.trainer.current_epoch = epoch
+        model.on_train_epoch_start()
+        assert model.current_phase == "localisation"
+        for images in batches:
+            loss = model.training_step(ImageBatch(image=images, image_path=None))["loss"]
+            assert loss.requires_grad and torch.isfinite(loss)
+        model.on_train_epoch_end()
+        if epoch == 2:
+            assert calls == [4] * 2 * (1 + 3)  # each batch: the clean images and 3 defect copies
+    assert calls == [4] * 8  # epochs 3 and 4 did not run the backbone
+    cache = model._cache  # noqa: SLF001
+    assert cache.features.shape[:2] == (4, 8) and cache.masks.shape[:2] == (4, 8)
+    assert not cache.masks[0].any() and cache.masks[1:].flatten(1).any(1).all()  # clean, then defect copies
+    assert cache.held_out_rows().tolist() == [3, 7]
+    assert model._best_mapper is not None  # noqa: SLF001
+
+
+def test_held_out_defects_choose_the_kept_mapping_network() -> None:
+    """At the last epoch ``N_M`` returns to the weights of the epoch that ranked held-out synthetic defects best."""
+    torch.manual_seed(0)
+    model = tiny_locc(alignment_ratio=0.25, defect_copies=2, held_out_fraction=0.5)
+    model.model.imm.set_template(torch.rand(3, SIZE, SIZE))
+    model.model.alm.set_centres(torch.randn(16, SIZE // 4, SIZE // 4))
+    model.trainer = SimpleNamespace(current_epoch=2, global_step=0, world_size=1, strategy=None)
+    model.epochs_planned = 4
+    scores = []
+    model.log = lambda name, value, **kwargs: scores.append(value) if name == "held_out_defect_auroc" else None
+    weights = []
+    for epoch, images in ((2, torch.rand(4, 3, SIZE, SIZE)), (3, None)):
+        model.trainer.current_epoch = epoch
+        model.on_train_epoch_start()
+        if images is not None:
+            model.training_step(ImageBatch(image=images, image_path=None))
+        with torch.no_grad():
+            for parameter in model.model.alm.mapper.parameters():
+                parameter.normal_()
+        weights.append([p.clone() for p in model.model.alm.mapper.parameters()])
+        model.on_train_epoch_end()
+    assert len(scores) == 2
+    best = weights[int(scores[1] > scores[0])]
+    for kept, expected in zip(model.model.alm.mapper.parameters(), best, strict=True):
+        torch.testing.assert_close(kept, expected)
 
 
 def test_backbone_stays_in_eval_mode() -> None:
@@ -161,14 +223,15 @@ def test_backbone_stays_in_eval_mode() -> None:
 
 
 @pytest.mark.parametrize("align", [True, False])
-def test_forward_gives_maps_at_input_resolution(align: bool) -> None:
+@pytest.mark.parametrize("size", [(48, 80), (8, 8)])
+def test_forward_gives_maps_at_input_resolution(align: bool, size: tuple[int, int]) -> None:
     model = LoccModel(align=align, imm_channels=(8, 16), pre_trained=False, feature_dim=16, hidden_dim=32).eval()
-    images = torch.rand(3, 3, 48, 80)
+    images = torch.rand(3, 3, *size)
     if align:
         model.imm.set_template(images[0])
     output = model(images)
     assert isinstance(output, InferenceBatch)
-    assert output.anomaly_map.shape == (3, 1, 48, 80)
+    assert output.anomaly_map.shape == (3, 1, *size)
     assert output.pred_score.shape == (3,)
     torch.testing.assert_close(output.pred_score, output.anomaly_map.amax(dim=(1, 2, 3)))
 
@@ -207,11 +270,11 @@ def test_engine_trains_all_phases_and_reloads_from_checkpoint(tmp_path: Path) ->
     datamodule = SurfaceDemo(root=root, category="brick", train_batch_size=4, eval_batch_size=4, num_workers=0)
     model = tiny_locc()
     engine = Engine(
-        accelerator="cpu", devices=1, max_epochs=3, default_root_dir=tmp_path, logger=False, limit_val_batches=1,
+        accelerator="cpu", devices=1, max_epochs=4, default_root_dir=tmp_path, logger=False, limit_val_batches=1,
     )
     engine.fit(model, datamodule=datamodule)
 
-    assert engine.trainer.current_epoch == 3  # alignment, centres, localisation
+    assert engine.trainer.current_epoch == 4  # alignment, centres, localisation (caching, then from the cache)
     assert model.current_phase == "localisation"
     assert model.model.alm.centres.shape == (16, SIZE // 4, SIZE // 4)
     assert model.model.alm.centres.abs().sum() > 0
