@@ -29,6 +29,7 @@ __all__ = [
     "PatchSampleMLP",
     "ResnetBlock",
     "ResnetGenerator",
+    "StagedAutoencoder",
 ]
 
 NORMS = ("instance", "batch")
@@ -68,7 +69,31 @@ class ResnetBlock(nn.Module):
         return features + self.block(features)
 
 
-class ResnetGenerator(nn.Module):
+class StagedAutoencoder(nn.Module):
+    """Encoder given as a list of stages (``self.encoder``, whose outputs PatchNCE can use) and a decoder
+    (``self.decoder``) from the last stage's output to an image in ``[0, 1]``."""
+
+    encoder: nn.ModuleList
+    decoder: nn.Sequential
+
+    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of every encoder stage for ``[B, C, H, W]`` images (stage ``i`` at index ``i``)."""
+        features = []
+        for stage in self.encoder:
+            images = stage(images)
+            features.append(images)
+        return features
+
+    def decode(self, bottleneck: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``[B, C, H, W]`` in ``[0, 1]`` from the last encoder stage's output."""
+        return self.decoder(bottleneck)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Reconstruct ``[B, C, H, W]`` images; the output has the same shape, values in ``[0, 1]``."""
+        return self.decode(self.encode(images)[-1])
+
+
+class ResnetGenerator(StagedAutoencoder):
     """Encoder-decoder generator of CUT with a sigmoid output.
 
     The encoder is a list of *stages* whose outputs are the features PatchNCE can use: stage 0 is the stem
@@ -131,24 +156,8 @@ class ResnetGenerator(nn.Module):
         self.decoder = nn.Sequential(*decoder)
         self.size_divisor = 2**n_downsampling
 
-    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Outputs of every encoder stage for ``[B, C, H, W]`` images (stage ``i`` at index ``i``)."""
-        features = []
-        for stage in self.encoder:
-            images = stage(images)
-            features.append(images)
-        return features
 
-    def decode(self, bottleneck: torch.Tensor) -> torch.Tensor:
-        """Reconstruction ``[B, C, H, W]`` in ``[0, 1]`` from the last encoder stage's output."""
-        return self.decoder(bottleneck)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Reconstruct ``[B, C, H, W]`` images; the output has the same shape, values in ``[0, 1]``."""
-        return self.decode(self.encode(images)[-1])
-
-
-class ConvAutoencoder(nn.Module):
+class ConvAutoencoder(StagedAutoencoder):
     """Plain convolutional (variational) autoencoder, the paper's UDCAE and VAE-SSIM baselines.
 
     No residual blocks and no skip connections: the encoder is a stride-1 3x3 stem (``ngf`` channels) and
@@ -202,14 +211,6 @@ class ConvAutoencoder(nn.Module):
         self.decoder = nn.Sequential(*decoder)
         self.size_divisor = 2**n_downsampling
 
-    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Outputs of every encoder stage for ``[B, C, H, W]`` images; the last is the latent (VAE: its moments)."""
-        features = []
-        for stage in self.encoder:
-            images = stage(images)
-            features.append(images)
-        return features
-
     def decode(self, bottleneck: torch.Tensor) -> torch.Tensor:
         """Reconstruction ``[B, C, H, W]`` in ``[0, 1]`` from the latent (VAE: sampled in training, mean in eval)."""
         if self.variational:
@@ -221,10 +222,6 @@ class ConvAutoencoder(nn.Module):
         """Mean KL divergence per latent element of the VAE's Gaussian ``[B, 2L, h, w]`` moments from ``N(0, I)``."""
         mean, log_variance = bottleneck.chunk(2, dim=1)
         return 0.5 * (mean.square() + log_variance.exp() - 1 - log_variance).mean()
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Reconstruct ``[B, C, H, W]`` images; the output has the same shape, values in ``[0, 1]``."""
-        return self.decode(self.encode(images)[-1])
 
 
 class PatchGANDiscriminator(nn.Module):
@@ -354,7 +351,7 @@ class ClganModel(nn.Module):
         if generator not in GENERATORS:
             msg = f"generator must be one of {GENERATORS}, got {generator!r}."
             raise ValueError(msg)
-        self.generator: ResnetGenerator | ConvAutoencoder = (
+        self.generator: StagedAutoencoder = (
             ResnetGenerator(ngf=ngf, n_downsampling=n_downsampling, n_blocks=n_blocks, norm=norm)
             if generator == "resnet"
             else ConvAutoencoder(
