@@ -25,9 +25,11 @@ import torch.nn.functional as F  # noqa: N812
 from anomalib.data import Batch, InferenceBatch
 from kornia.morphology import closing, opening
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 
 from anomalib_surface.components.checks import OptionError, is_traced, require_choice, require_int, require_number
 from anomalib_surface.components.distributed import sum_over_processes
+from anomalib_surface.components.phase_schedule import epoch_budget
 
 from .checked import CheckedPostProcessor
 
@@ -248,8 +250,13 @@ class DoubleThresholdMorphology(CheckedPostProcessor):
             buffer. Empty: ``low_factor``/``high_factor`` as given. The validation maps are kept until the
             end of validation (as anomalib's F1-adaptive threshold keeps them). Under DDP the counts of
             every process are summed, so all processes pick the same factor. Cost: one mask computation
-            of the kept maps per factor at the end of every validation epoch (timings in the README); on
-            CPU use a shorter grid or ``check_val_every_n_epoch``. Defaults to ``()``.
+            of the kept maps per factor at each calibration (timings in the Clgan README), see
+            ``calibrate_every_n_epochs``. Defaults to ``()``.
+        calibrate_every_n_epochs (int): When ``factor_grid`` is searched during a fit: ``0`` only at the
+            validation of the last planned epoch (the trainer's ``max_epochs``, or ``max_steps`` in epochs;
+            the model's own plan for phased models), ``N`` also after every ``N``-th epoch. A stand-alone
+            validation (``Engine.validate``) always calibrates. With early stopping the last epoch is not
+            known in advance: give ``N``. Defaults to ``0``.
         **kwargs: Passed to :class:`~anomalib.post_processing.PostProcessor` (``enable_normalization``,
             ``enable_thresholding``, ``enable_threshold_matching``, ``image_sensitivity``,
             ``pixel_sensitivity``).
@@ -274,6 +281,7 @@ class DoubleThresholdMorphology(CheckedPostProcessor):
         "label_mode",
         "threshold_statistics",
         "factor_grid",
+        "calibrate_every_n_epochs",
     )
 
     def __init__(
@@ -288,6 +296,7 @@ class DoubleThresholdMorphology(CheckedPostProcessor):
         label_mode: str = "mask",
         threshold_statistics: str = "image",
         factor_grid: Sequence[float] = (),
+        calibrate_every_n_epochs: int = 0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -302,7 +311,9 @@ class DoubleThresholdMorphology(CheckedPostProcessor):
             label_mode=label_mode,
             threshold_statistics=threshold_statistics,
             factor_grid=factor_grid,
+            calibrate_every_n_epochs=calibrate_every_n_epochs,
         )
+        self._calibrating = True
         self._normal_moments = torch.zeros(3, dtype=torch.float64)  # pixel count, sum, sum of squares
         self._validation_maps: list[torch.Tensor] = []
         self._validation_masks: list[torch.Tensor] = []
@@ -319,6 +330,7 @@ class DoubleThresholdMorphology(CheckedPostProcessor):
         label_mode: str,
         threshold_statistics: str,
         factor_grid: Sequence[float],
+        calibrate_every_n_epochs: int = 0,
     ) -> None:
         """Check every option (the constructor's and a checkpoint's) and set it; see the class arguments."""
         low_factor = require_number("low_factor", low_factor, 0.0, strict=False, maximum=MAX_FACTOR)
@@ -346,6 +358,9 @@ class DoubleThresholdMorphology(CheckedPostProcessor):
         self.factor_grid = tuple(
             require_number("factor_grid", factor, 0.0, strict=False, maximum=MAX_FACTOR) for factor in factor_grid
         )
+        self.calibrate_every_n_epochs = require_int(
+            "calibrate_every_n_epochs", calibrate_every_n_epochs, minimum=0, maximum=MAX_LABEL_ITERATIONS,
+        )
         # Registered only when used, so that default state dicts (and older checkpoints) keep their keys.
         self._keep_buffers(("normal_mean", "normal_std"), keep=threshold_statistics == "normal")
         self._keep_buffers(("calibrated_high_factor",), keep=bool(self.factor_grid))
@@ -357,6 +372,29 @@ class DoubleThresholdMorphology(CheckedPostProcessor):
                 self.register_buffer(name, torch.tensor(float("nan")))
             elif not keep and name in self._buffers:
                 delattr(self, name)
+
+    def calibrates(self, trainer: Trainer | None, pl_module: LightningModule | None) -> bool:
+        """Whether this validation searches ``factor_grid`` (see ``calibrate_every_n_epochs``).
+
+        Decided from the epoch alone, so every DDP process decides alike.
+        """
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return True
+        if trainer.sanity_checking:
+            return False
+        epoch = trainer.current_epoch + 1
+        if self.calibrate_every_n_epochs and epoch % self.calibrate_every_n_epochs == 0:
+            return True
+        planned = getattr(pl_module, "epochs_planned", None)
+        try:
+            return epoch >= (planned or epoch_budget(trainer))
+        except ValueError:  # no finite budget: the last epoch cannot be known, calibrate every time
+            return True
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Decide whether this validation searches ``factor_grid`` (the maps are only kept if so)."""
+        super().on_validation_epoch_start(trainer, pl_module)
+        self._calibrating = bool(self.factor_grid) and self.calibrates(trainer, pl_module)
 
     def on_validation_batch_end(
         self,
@@ -375,7 +413,7 @@ class DoubleThresholdMorphology(CheckedPostProcessor):
             normal = maps[~outputs.gt_label.reshape(-1).bool()].double()
             moments = torch.stack([normal.new_tensor(normal.numel()), normal.sum(), normal.square().sum()])
             self._normal_moments += moments.cpu()
-        if self.factor_grid and outputs.gt_mask is not None:
+        if self._calibrating and outputs.gt_mask is not None:
             self._validation_maps.append(maps)
             self._validation_masks.append(outputs.gt_mask.reshape(maps.shape[0], *maps.shape[-2:]).bool())
 
@@ -392,7 +430,7 @@ class DoubleThresholdMorphology(CheckedPostProcessor):
                 mean = total / count
                 self.normal_mean.fill_(mean)
                 self.normal_std.fill_(max(squares / count - mean**2, 0.0) ** 0.5)
-        if self.factor_grid:
+        if self.factor_grid and self._calibrating:
             counts = sum_over_processes(trainer, self._factor_grid_counts())
             true_positives, predicted, truth = counts.unbind(dim=1)
             if truth.sum() > 0:  # no defect pixels: nothing to calibrate on, keep high_factor

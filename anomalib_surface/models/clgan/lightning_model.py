@@ -43,13 +43,14 @@ from anomalib_surface.components.surface_module import SurfaceModule
 from anomalib_surface.components.memory_budget import fit_train_batch_to_memory
 from anomalib_surface.components.checks import Boolean, Choice, Integer, Items, Number, Optional, Text, check_options
 from anomalib_surface.components.finite_inputs import FiniteInputPreProcessor
+from anomalib_surface.components.phase_schedule import PhaseSchedule
 from anomalib_surface.components.option_limits import MAX_DEPTH, MAX_LEARNING_RATE, MAX_WEIGHT, MAX_WIDTH
 from anomalib_surface.metrics import evaluator_with_pixel_segmentation
 from anomalib_surface.post_processing import VALIDATION_FACTOR_GRID, DoubleThresholdMorphology
 
 from .anomaly_map import CHANNEL_REDUCTIONS
-from .loss import ClganLoss
-from .torch_model import NORMS, ClganModel
+from .loss import NCE_NEGATIVES, ClganLoss
+from .torch_model import GENERATORS, NORMS, ClganModel
 
 logger = logging.getLogger(__name__)
 # What lowers the memory of a training step, named when even one image does not fit.
@@ -59,9 +60,11 @@ __all__ = ["Clgan"]
 
 
 OPTION_RULES = {
+    "generator": Choice(GENERATORS),
     "ngf": Integer(1, MAX_WIDTH),
     "n_downsampling": Integer(0, 8),
     "n_blocks": Integer(0, MAX_DEPTH),
+    "latent_channels": Integer(1, MAX_WIDTH),
     "norm": Choice(NORMS),
     "ndf": Integer(1, MAX_WIDTH),
     "n_layers_d": Integer(1, 8),
@@ -69,11 +72,16 @@ OPTION_RULES = {
     "lambda_ssim": Number(0.0, MAX_WEIGHT, strict=False),
     "lambda_adv": Number(0.0, MAX_WEIGHT, strict=False),
     "lambda_nce": Number(0.0, MAX_WEIGHT, strict=False),
+    "lambda_kl": Number(0.0, MAX_WEIGHT, strict=False),
     "nce_layers": Items(Integer(0, MAX_DEPTH), min_length=1),
     "nce_t": Number(0.0, 100.0),
+    "nce_negatives": Choice(NCE_NEGATIVES),
     "num_patches": Integer(1, 65536),
     "nce_mlp_dim": Integer(1, MAX_WIDTH),
     "learning_rate": Number(0.0, MAX_LEARNING_RATE),
+    "discriminator_learning_rate": Optional(Number(0.0, MAX_LEARNING_RATE)),
+    "warmup_ratio": Number(0.0, 1.0, strict=False),
+    "decay_ratio": Number(0.0, 1.0, strict=False),
     "beta1": Number(0.0, 1.0, strict=False),
     "beta2": Number(0.0, 1.0, strict=False),
     "corrupt_inputs": Boolean(),
@@ -91,14 +99,27 @@ class Clgan(AnomalibModule, SurfaceModule):
 
     Setting ``lambda_adv=0`` removes the discriminator and its optimiser, ``lambda_nce=0`` removes the
     PatchNCE projection heads; with both at 0 (and ``lambda_ssim=0``) Clgan is a plain L1 autoencoder with the
-    same generator. Training length comes from the trainer (``--trainer.max_epochs``; the paper's 200 epochs
-    are in ``configs/model/clgan.yaml``).
+    same generator. ``generator="conv_ae"`` / ``"vae"`` swap in the paper's baselines (UDCAE-like
+    autoencoder, VAE; with ``lambda_rec=0, lambda_ssim=1`` the VAE is VAE-SSIM).
+
+    Training length comes from the trainer (``--trainer.max_epochs``; the paper's 200 epochs are in
+    ``configs/model/clgan.yaml``), split into three phases (the ``phase`` buffer, saved in checkpoints):
+
+    - ``warmup`` (``warmup_ratio`` of the epochs): the generator learns from the reconstruction terms only
+      (L1, SSIM, KL); the discriminator and the PatchNCE heads train on its outputs without acting on it, so
+      that neither starts from random weights when their terms are switched on;
+    - ``full``: every term with a non-zero weight, at constant learning rates;
+    - ``decay`` (``decay_ratio`` of the epochs): the same, with CUT's linear decay of both learning rates
+      (in the ``i``-th of ``n`` decay epochs, factor ``1 - (i + 1) / (n + 1)``).
 
     Args:
+        generator (str): ``"resnet"`` (CUT's ResNet generator, CLGAN), ``"conv_ae"`` (plain convolutional
+            autoencoder, UDCAE-like) or ``"vae"`` (convolutional VAE). Defaults to ``"resnet"``.
         ngf (int): Generator stem width (doubles at each downsampling). Defaults to ``64``.
         n_downsampling (int): Generator stride-2 stages; image sides must be divisible by
             ``2**n_downsampling``. Defaults to ``2``.
-        n_blocks (int): Generator residual blocks at the bottleneck. Defaults to ``6``.
+        n_blocks (int): Generator residual blocks at the bottleneck (``"resnet"``). Defaults to ``6``.
+        latent_channels (int): Bottleneck channels of ``"conv_ae"`` / ``"vae"``. Defaults to ``16``.
         norm (str): ``"instance"`` or ``"batch"`` normalisation in both networks. Defaults to ``"instance"``.
         ndf (int): Discriminator width. Defaults to ``64``.
         n_layers_d (int): Discriminator stride-2 convs. Defaults to ``3``.
@@ -107,13 +128,21 @@ class Clgan(AnomalibModule, SurfaceModule):
         lambda_adv (float): Weight of the least-squares adversarial term (0 skips it and the discriminator).
             Defaults to ``1.0``.
         lambda_nce (float): Weight of the PatchNCE term (0 skips it and the projection heads). Defaults to ``1.0``.
+        lambda_kl (float): Weight of the VAE's KL term (``generator="vae"`` only). Defaults to ``1.0``.
         nce_layers (Sequence[int]): Generator encoder stages used by PatchNCE: 0 = stem,
             ``1..n_downsampling`` = downsampling convs, then the residual blocks. Defaults to ``(0, 1, 2, 3, 7)``
             (stem, both downsamplings, first and fifth residual block, like CUT's ``0,4,8,12,16``).
         nce_t (float): PatchNCE temperature. Defaults to ``0.07``.
+        nce_negatives (str): PatchNCE negatives from the other sampled locations of the same image (``"image"``,
+            CUT's default) or of the whole batch (``"batch"``). Defaults to ``"image"``.
         num_patches (int): Locations sampled per NCE layer and image. Defaults to ``256``.
         nce_mlp_dim (int): Width of the 2-layer projection heads. Defaults to ``256``.
-        learning_rate (float): Adam learning rate of both optimisers. Defaults to ``2e-4``.
+        learning_rate (float): Adam learning rate of the generator and the PatchNCE heads. Defaults to ``2e-4``.
+        discriminator_learning_rate (float | None): Adam learning rate of the discriminator; ``None`` takes
+            ``learning_rate``. Defaults to ``None``.
+        warmup_ratio (float): Share of the epochs in the reconstruction-only warm-up. Defaults to ``0.1``.
+        decay_ratio (float): Share of the epochs, at the end, over which the learning rates decay linearly
+            (CUT: half). ``warmup_ratio + decay_ratio <= 1``. Defaults to ``0.5``.
         beta1 (float): Adam ``beta1``. Defaults to ``0.5``.
         beta2 (float): Adam ``beta2``. Defaults to ``0.999``.
         corrupt_inputs (bool): Train on inputs corrupted with synthetic anomalies and clean targets, so that
@@ -134,15 +163,17 @@ class Clgan(AnomalibModule, SurfaceModule):
         visualizer (Visualizer | bool): Defaults to anomalib's image visualizer.
     """
 
-    phases: ClassVar[tuple[str, ...]] = ()
-    phase_buffer: ClassVar[str | None] = None
+    phases: ClassVar[tuple[str, ...]] = ("warmup", "full", "decay")
+    phase_buffer: ClassVar[str | None] = "phase"
     training_set_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
+        generator: str = "resnet",
         ngf: int = 64,
         n_downsampling: int = 2,
         n_blocks: int = 6,
+        latent_channels: int = 16,
         norm: str = "instance",
         ndf: int = 64,
         n_layers_d: int = 3,
@@ -150,11 +181,16 @@ class Clgan(AnomalibModule, SurfaceModule):
         lambda_ssim: float = 1.0,
         lambda_adv: float = 1.0,
         lambda_nce: float = 1.0,
+        lambda_kl: float = 1.0,
         nce_layers: Sequence[int] = (0, 1, 2, 3, 7),
         nce_t: float = 0.07,
+        nce_negatives: str = "image",
         num_patches: int = 256,
         nce_mlp_dim: int = 256,
         learning_rate: float = 2e-4,
+        discriminator_learning_rate: float | None = None,
+        warmup_ratio: float = 0.1,
+        decay_ratio: float = 0.5,
         beta1: float = 0.5,
         beta2: float = 0.999,
         corrupt_inputs: bool = True,
@@ -187,14 +223,18 @@ class Clgan(AnomalibModule, SurfaceModule):
             lambda_adv=lambda_adv,
             lambda_nce=lambda_nce,
             nce_t=nce_t,
+            nce_negatives=nce_negatives,
+            lambda_kl=lambda_kl if generator == "vae" else 0.0,
         )
         if self.loss.uses_nce and not nce_layers:
             msg = "nce_layers must name at least one encoder stage when lambda_nce > 0."
             raise ValueError(msg)
         self.model = ClganModel(
+            generator=generator,
             ngf=ngf,
             n_downsampling=n_downsampling,
             n_blocks=n_blocks,
+            latent_channels=latent_channels,
             norm=norm,
             ndf=ndf,
             n_layers_d=n_layers_d,
@@ -213,8 +253,14 @@ class Clgan(AnomalibModule, SurfaceModule):
         self.corruptor: SyntheticAnomalyGenerator | None = None
         self.num_patches = num_patches
         self.learning_rate = learning_rate
+        self.discriminator_learning_rate = discriminator_learning_rate or learning_rate
         self.betas = (beta1, beta2)
         self.automatic_optimization = False
+        if warmup_ratio + decay_ratio > 1 + 1e-9:
+            msg = f"warmup_ratio + decay_ratio must be <= 1, got {warmup_ratio} + {decay_ratio}."
+            raise ValueError(msg)
+        full_ratio = max(0.0, 1.0 - warmup_ratio - decay_ratio)
+        self.set_phase_schedule(PhaseSchedule({"warmup": warmup_ratio, "full": full_ratio, "decay": decay_ratio}))
 
     @classmethod
     def smoke_test_init_args(cls) -> dict[str, Any]:
@@ -262,8 +308,30 @@ class Clgan(AnomalibModule, SurfaceModule):
         optimizers = [torch.optim.Adam(generator_params, lr=self.learning_rate, betas=self.betas)]
         if self.model.discriminator is not None:
             discriminator_params = self.model.discriminator.parameters()
-            optimizers.append(torch.optim.Adam(discriminator_params, lr=self.learning_rate, betas=self.betas))
+            optimizers.append(torch.optim.Adam(discriminator_params, lr=self.discriminator_learning_rate, betas=self.betas))
         return optimizers
+
+    def learning_rate_factor(self) -> float:
+        """Factor of both learning rates in the current epoch: 1, or CUT's linear decay in the ``decay`` phase.
+
+        In the ``i``-th (0-based) of ``n`` decay epochs it is ``1 - (i + 1) / (n + 1)``, so the last epoch still
+        trains at ``1 / (n + 1)`` of the rate. It depends on the epoch only, so a resumed run continues it.
+        """
+        if self.current_phase != "decay" or self.epochs_planned is None:
+            return 1.0
+        plan = self.phase_schedule.epochs(self.epochs_planned)
+        decay_epoch = min(self.current_epoch - plan["warmup"] - plan["full"], plan["decay"] - 1)
+        return 1.0 - (decay_epoch + 1) / (plan["decay"] + 1)
+
+    def on_train_epoch_start(self) -> None:
+        """Enter the epoch's phase and set the learning rates of both optimisers for it."""
+        super().on_train_epoch_start()
+        factor = self.learning_rate_factor()
+        opt_g, opt_d = self._optimizers()
+        for optimizer, base in ((opt_g, self.learning_rate), (opt_d, self.discriminator_learning_rate)):
+            if optimizer is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = base * factor
 
     def setup(self, stage: str) -> None:
         """Build the synthetic-anomaly generator when fitting with ``corrupt_inputs``.
@@ -287,23 +355,35 @@ class Clgan(AnomalibModule, SurfaceModule):
         """The generator loss of a training step on ``images`` ``[B, C, H, W]`` (no optimiser step)."""
         features = self.model.generator.encode(images)
         reconstruction = self.model.generator.decode(features[-1])
-        return self.loss.weighted_sum(self._generator_terms(images, reconstruction, lambda: features))
+        return self.loss.weighted_sum(self._generator_terms(images, reconstruction, features, lambda: features))
 
     def _generator_terms(
-        self, target: torch.Tensor, reconstruction: torch.Tensor, target_features: Callable[[], list[torch.Tensor]],
+        self,
+        target: torch.Tensor,
+        reconstruction: torch.Tensor,
+        input_features: list[torch.Tensor],
+        target_features: Callable[[], list[torch.Tensor]],
+        warmup: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Generator loss terms of ``reconstruction`` ``[B, C, H, W]`` against ``target``; ``target_features()``
-        (the encoder stages of ``target``) is called only when PatchNCE is on."""
+        """Generator loss terms of ``reconstruction`` ``[B, C, H, W]`` against ``target``.
+
+        ``input_features`` are the encoder stages of the generator's input (the last one is the latent, whose
+        KL term a VAE adds); ``target_features()`` (those of ``target``) is only called when PatchNCE is on. In
+        ``warmup`` the adversarial term is left out and PatchNCE only trains the heads (see :meth:`_nce_embeddings`).
+        """
         discriminator = self.model.discriminator
         queries, keys = [], []
         if self.model.patch_heads is not None:
-            queries, keys = self._nce_embeddings(reconstruction, target_features())
+            queries, keys = self._nce_embeddings(reconstruction, target_features(), train_generator=not warmup)
+        generator = self.model.generator
         return self.loss.generator_terms(
             target,
             reconstruction,
-            fake_logits=discriminator(reconstruction) if discriminator is not None else None,
+            fake_logits=discriminator(reconstruction) if discriminator is not None and not warmup else None,
             nce_queries=queries,
             nce_keys=keys,
+            kl_divergence=generator.kl_divergence(input_features[-1]) if getattr(generator, "variational", False) else None,
+            adversarial=not warmup,
         )
 
     def on_train_start(self) -> None:
@@ -317,14 +397,27 @@ class Clgan(AnomalibModule, SurfaceModule):
         self,
         reconstruction: torch.Tensor,
         target_features: list[torch.Tensor],
+        train_generator: bool = True,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """PatchNCE queries (reconstruction) and keys (clean image) at shared random locations, ``[B, P, D]`` each."""
+        """PatchNCE queries (reconstruction) and keys (clean image) at shared random locations, ``[B, P, D]`` each.
+
+        Keys are projected without autograd: the loss detaches them (as CUT), so nothing they would keep for a
+        backward pass is needed. With ``train_generator=False`` (warm-up) the reconstruction's encoder features
+        are computed without autograd too, so the term only trains the projection heads.
+        """
         layers = self.model.nce_layers
         heads = self.model.patch_heads
-        keys, patch_ids = heads([target_features[layer] for layer in layers], self.num_patches)
-        reconstruction_features = self.model.generator.encode(reconstruction)
+        with torch.no_grad():
+            keys, patch_ids = heads([target_features[layer] for layer in layers], self.num_patches)
+        with torch.set_grad_enabled(train_generator and torch.is_grad_enabled()):
+            reconstruction_features = self.model.generator.encode(reconstruction)
         queries, _ = heads([reconstruction_features[layer] for layer in layers], self.num_patches, patch_ids)
         return queries, keys
+
+    def _features_without_grad(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder stages of ``images`` without autograd (PatchNCE keys of the clean target)."""
+        with torch.no_grad():
+            return self.model.generator.encode(images)
 
     def _optimizers(self) -> tuple[LightningOptimizer, LightningOptimizer | None]:
         """The generator optimiser and the discriminator optimiser (``None`` without adversarial term)."""
@@ -358,7 +451,11 @@ class Clgan(AnomalibModule, SurfaceModule):
 
         with self.toggled_optimizer(opt_g):
             terms = self._generator_terms(
-                target, reconstruction, lambda: input_features if inputs is target else generator.encode(target),
+                target,
+                reconstruction,
+                input_features,
+                lambda: input_features if inputs is target else self._features_without_grad(target),
+                warmup=self.current_phase == "warmup",
             )
             g_loss = self.loss.weighted_sum(terms)
             check_finite({**terms, "generator": g_loss}, self.global_step)

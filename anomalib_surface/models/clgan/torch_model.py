@@ -21,9 +21,21 @@ from anomalib_surface.components.input_size import InputSizeRequirement, gaussia
 
 from .anomaly_map import AnomalyMapGenerator
 
-__all__ = ["ClganModel", "PatchGANDiscriminator", "PatchSampleMLP", "ResnetBlock", "ResnetGenerator"]
+__all__ = [
+    "GENERATORS",
+    "ClganModel",
+    "ConvAutoencoder",
+    "PatchGANDiscriminator",
+    "PatchSampleMLP",
+    "ResnetBlock",
+    "ResnetGenerator",
+    "StagedAutoencoder",
+]
 
 NORMS = ("instance", "batch")
+GENERATORS = ("resnet", "conv_ae", "vae")
+"""Generators by name: CUT's ResNet generator (CLGAN), and the paper's baselines in the same code: a plain
+convolutional autoencoder (UDCAE-like) and a convolutional VAE (trained with SSIM for VAE-SSIM)."""
 
 
 def _norm_layer(norm: str, channels: int) -> nn.Module:
@@ -57,7 +69,31 @@ class ResnetBlock(nn.Module):
         return features + self.block(features)
 
 
-class ResnetGenerator(nn.Module):
+class StagedAutoencoder(nn.Module):
+    """Encoder given as a list of stages (``self.encoder``, whose outputs PatchNCE can use) and a decoder
+    (``self.decoder``) from the last stage's output to an image in ``[0, 1]``."""
+
+    encoder: nn.ModuleList
+    decoder: nn.Sequential
+
+    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of every encoder stage for ``[B, C, H, W]`` images (stage ``i`` at index ``i``)."""
+        features = []
+        for stage in self.encoder:
+            images = stage(images)
+            features.append(images)
+        return features
+
+    def decode(self, bottleneck: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``[B, C, H, W]`` in ``[0, 1]`` from the last encoder stage's output."""
+        return self.decoder(bottleneck)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Reconstruct ``[B, C, H, W]`` images; the output has the same shape, values in ``[0, 1]``."""
+        return self.decode(self.encode(images)[-1])
+
+
+class ResnetGenerator(StagedAutoencoder):
     """Encoder-decoder generator of CUT with a sigmoid output.
 
     The encoder is a list of *stages* whose outputs are the features PatchNCE can use: stage 0 is the stem
@@ -120,21 +156,72 @@ class ResnetGenerator(nn.Module):
         self.decoder = nn.Sequential(*decoder)
         self.size_divisor = 2**n_downsampling
 
-    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Outputs of every encoder stage for ``[B, C, H, W]`` images (stage ``i`` at index ``i``)."""
-        features = []
-        for stage in self.encoder:
-            images = stage(images)
-            features.append(images)
-        return features
+
+class ConvAutoencoder(StagedAutoencoder):
+    """Plain convolutional (variational) autoencoder, the paper's UDCAE and VAE-SSIM baselines.
+
+    No residual blocks and no skip connections: the encoder is a stride-1 3x3 stem (``ngf`` channels) and
+    ``n_downsampling`` stride-2 4x4 convs doubling the width (norm, LeakyReLU 0.2), then a 1x1 bottleneck conv
+    to ``latent_channels`` channels (twice that for the VAE: mean and log-variance). The decoder mirrors it
+    with stride-2 transposed convs and ends in a 3x3 conv and a sigmoid. The encoder stages (stem,
+    downsamplings, bottleneck) are the features PatchNCE can use, as in :class:`ResnetGenerator`.
+
+    With ``variational`` the bottleneck holds ``(mean, log_variance)`` of a diagonal Gaussian per location;
+    :meth:`decode` samples it in training mode (reparameterisation) and takes the mean in eval mode, and
+    :meth:`kl_divergence` gives the KL term to ``N(0, I)``.
+
+    Args:
+        in_channels (int): Image channels. Defaults to ``3``.
+        ngf (int): Width of the stem. Defaults to ``64``.
+        n_downsampling (int): Number of stride-2 stages; ``H`` and ``W`` must be divisible by
+            ``2**n_downsampling``. Defaults to ``4``.
+        latent_channels (int): Channels of the bottleneck (of the mean for the VAE). Defaults to ``16``.
+        norm (str): ``"instance"`` or ``"batch"``. Defaults to ``"batch"``.
+        variational (bool): Gaussian latent (VAE) instead of a deterministic one. Defaults to ``False``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        ngf: int = 64,
+        n_downsampling: int = 4,
+        latent_channels: int = 16,
+        norm: str = "batch",
+        variational: bool = False,
+    ) -> None:
+        super().__init__()
+        require_int("ngf", ngf, 1)
+        require_int("n_downsampling", n_downsampling, 0)
+        require_int("latent_channels", latent_channels, 1)
+        widths = [ngf * 2**level for level in range(n_downsampling + 1)]
+        self.variational = variational
+        moments = 2 * latent_channels if variational else latent_channels
+        stages = [nn.Sequential(nn.Conv2d(in_channels, ngf, 3, padding=1), _norm_layer(norm, ngf), nn.LeakyReLU(0.2))]
+        stages += [
+            nn.Sequential(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), _norm_layer(norm, c_out), nn.LeakyReLU(0.2))
+            for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)
+        ]
+        stages.append(nn.Conv2d(widths[-1], moments, kernel_size=1))
+        self.encoder = nn.ModuleList(stages)
+        self.stage_channels: list[int] = [*widths, moments]
+        decoder: list[nn.Module] = [nn.Conv2d(latent_channels, widths[-1], 1), nn.LeakyReLU(0.2)]
+        for c_in, c_out in zip(widths[:0:-1], widths[-2::-1], strict=True):
+            decoder += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), _norm_layer(norm, c_out), nn.LeakyReLU(0.2)]
+        decoder += [nn.Conv2d(ngf, in_channels, 3, padding=1), nn.Sigmoid()]
+        self.decoder = nn.Sequential(*decoder)
+        self.size_divisor = 2**n_downsampling
 
     def decode(self, bottleneck: torch.Tensor) -> torch.Tensor:
-        """Reconstruction ``[B, C, H, W]`` in ``[0, 1]`` from the last encoder stage's output."""
+        """Reconstruction ``[B, C, H, W]`` in ``[0, 1]`` from the latent (VAE: sampled in training, mean in eval)."""
+        if self.variational:
+            mean, log_variance = bottleneck.chunk(2, dim=1)
+            bottleneck = mean + torch.randn_like(mean) * (0.5 * log_variance).exp() if self.training else mean
         return self.decoder(bottleneck)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Reconstruct ``[B, C, H, W]`` images; the output has the same shape, values in ``[0, 1]``."""
-        return self.decode(self.encode(images)[-1])
+    def kl_divergence(self, bottleneck: torch.Tensor) -> torch.Tensor:
+        """Mean KL divergence per latent element of the VAE's Gaussian ``[B, 2L, h, w]`` moments from ``N(0, I)``."""
+        mean, log_variance = bottleneck.chunk(2, dim=1)
+        return 0.5 * (mean.square() + log_variance.exp() - 1 - log_variance).mean()
 
 
 class PatchGANDiscriminator(nn.Module):
@@ -225,9 +312,12 @@ class ClganModel(nn.Module):
     """CLGAN networks: the generator used at inference plus the training-only discriminator and NCE heads.
 
     Args:
+        generator (str): ``"resnet"`` (:class:`ResnetGenerator`, CLGAN), ``"conv_ae"`` or ``"vae"``
+            (:class:`ConvAutoencoder`, the paper's baselines). Defaults to ``"resnet"``.
         ngf (int): Generator stem width. Defaults to ``64``.
         n_downsampling (int): Generator stride-2 stages. Defaults to ``2``.
-        n_blocks (int): Generator residual blocks. Defaults to ``6``.
+        n_blocks (int): Generator residual blocks (``"resnet"`` only). Defaults to ``6``.
+        latent_channels (int): Bottleneck width of ``"conv_ae"``/``"vae"``. Defaults to ``16``.
         norm (str): ``"instance"`` or ``"batch"`` in both networks. Defaults to ``"instance"``.
         ndf (int): Discriminator width. Defaults to ``64``.
         n_layers_d (int): Discriminator stride-2 convs. Defaults to ``3``.
@@ -243,9 +333,11 @@ class ClganModel(nn.Module):
 
     def __init__(
         self,
+        generator: str = "resnet",
         ngf: int = 64,
         n_downsampling: int = 2,
         n_blocks: int = 6,
+        latent_channels: int = 16,
         norm: str = "instance",
         ndf: int = 64,
         n_layers_d: int = 3,
@@ -256,7 +348,16 @@ class ClganModel(nn.Module):
         sigma: float = 4.0,
     ) -> None:
         super().__init__()
-        self.generator = ResnetGenerator(ngf=ngf, n_downsampling=n_downsampling, n_blocks=n_blocks, norm=norm)
+        if generator not in GENERATORS:
+            msg = f"generator must be one of {GENERATORS}, got {generator!r}."
+            raise ValueError(msg)
+        self.generator: StagedAutoencoder = (
+            ResnetGenerator(ngf=ngf, n_downsampling=n_downsampling, n_blocks=n_blocks, norm=norm)
+            if generator == "resnet"
+            else ConvAutoencoder(
+                ngf=ngf, n_downsampling=n_downsampling, latent_channels=latent_channels, norm=norm, variational=generator == "vae",
+            )
+        )
         num_stages = len(self.generator.stage_channels)
         invalid = [layer for layer in nce_layers if isinstance(layer, bool) or not 0 <= layer < num_stages]
         if invalid or len(set(nce_layers)) != len(nce_layers):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from anomalib.data import ImageBatch, InferenceBatch
+from lightning.pytorch.trainer.states import TrainerFn
 from skimage.measure import label as skimage_label
 
 from anomalib_surface.post_processing import DoubleThresholdMorphology
@@ -336,6 +339,36 @@ def test_normal_statistics_and_factor_grid_are_calibrated_on_validation() -> Non
     assert DoubleThresholdMorphology(operations=()).compute_mask(bump[None]).any()
     assert {"normal_mean", "normal_std", "calibrated_high_factor"} <= set(post_processor.state_dict())
     assert "normal_mean" not in DoubleThresholdMorphology().state_dict()
+
+
+def _fitting_trainer(epoch: int, max_epochs: int = 5, max_steps: int = -1, sanity: bool = False) -> SimpleNamespace:
+    """The attributes of a fitting Lightning trainer that ``DoubleThresholdMorphology.calibrates`` reads."""
+    return SimpleNamespace(
+        state=SimpleNamespace(fn=TrainerFn.FITTING), sanity_checking=sanity, current_epoch=epoch,
+        max_epochs=max_epochs, max_steps=max_steps,
+    )
+
+
+@pytest.mark.parametrize(("every", "calibrated_epochs"), [(0, [4]), (2, [1, 3, 4])])
+def test_factor_grid_is_searched_at_the_last_epoch_or_every_n(every: int, calibrated_epochs: list[int]) -> None:
+    post_processor = DoubleThresholdMorphology(factor_grid=(2.0, 3.0), calibrate_every_n_epochs=every)
+    epochs = [epoch for epoch in range(5) if post_processor.calibrates(_fitting_trainer(epoch), None)]
+    assert epochs == calibrated_epochs
+    assert not post_processor.calibrates(_fitting_trainer(4, sanity=True), None)
+    assert post_processor.calibrates(None, None)  # a stand-alone validation always calibrates
+    assert post_processor.calibrates(SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.VALIDATING)), None)
+    phased = SimpleNamespace(epochs_planned=3)  # a phased model's own plan decides the last epoch
+    assert post_processor.calibrates(_fitting_trainer(2), phased)
+
+
+def test_skipped_validation_keeps_no_maps_and_leaves_the_factor() -> None:
+    post_processor = DoubleThresholdMorphology(factor_grid=(2.0, 3.0), operations=())
+    post_processor.on_validation_epoch_start(_fitting_trainer(0), None)
+    maps = torch.rand(2, SIZE, SIZE)
+    post_processor.on_validation_batch_end(None, None, _validation_batch(maps, torch.ones(2, SIZE, SIZE, dtype=torch.bool)))
+    assert not post_processor._validation_maps
+    post_processor.on_validation_epoch_end(None, None)
+    assert torch.isnan(post_processor.calibrated_high_factor)
 
 
 def test_usable_as_post_processor_of_a_builtin_model() -> None:

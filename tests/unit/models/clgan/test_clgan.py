@@ -11,7 +11,7 @@ import torch.nn.functional as F  # noqa: N812
 import yaml
 from anomalib.data import ImageBatch
 from anomalib.engine import Engine
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader
 
 from anomalib_surface.components import NonFiniteLossError
@@ -313,3 +313,82 @@ def test_anomaly_source_overlapping_the_test_split_is_refused(surface_demo_root:
     model = Clgan(**Clgan.smoke_test_init_args(), anomaly_source_path=str(surface_demo_root / "brick" / "test"))
     with pytest.raises(ValueError, match="overlaps the test split"):
         tiny_engine(tmp_path).fit(model, datamodule=tiny_surface_demo(surface_demo_root))
+
+
+# --- training schedule, PatchNCE negatives, baselines -----------------------------------------------
+
+
+class RecordEpochs(Callback):
+    """Phase and learning rates of every training epoch (at its first batch, after the model's epoch start)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, list[float]]] = []
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: Clgan, *args: object) -> None:
+        del trainer, args
+        rates = [optimizer.param_groups[0]["lr"] for optimizer in pl_module._optimizers() if optimizer is not None]
+        self.rows.append((pl_module.current_phase, rates))
+
+
+def test_phases_and_linear_learning_rate_decay_follow_the_trainers_epochs() -> None:
+    model = tiny_clgan(corrupt_inputs=False, learning_rate=1e-3, discriminator_learning_rate=4e-4,
+                       warmup_ratio=0.2, decay_ratio=0.4)
+    recorder = RecordEpochs()
+    trainer = Trainer(accelerator="cpu", max_epochs=10, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder])
+    batches = [ImageBatch(image=torch.rand(2, 3, 32, 32))]
+    trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None))
+    phases = [phase for phase, _ in recorder.rows]
+    assert phases == ["warmup"] * 2 + ["full"] * 4 + ["decay"] * 4
+    factors = [1.0] * 6 + [1 - (i + 1) / 5 for i in range(4)]  # CUT: 1 - (i + 1) / (n + 1) in decay epoch i
+    for (_, rates), factor in zip(recorder.rows, factors, strict=True):
+        assert rates == pytest.approx([1e-3 * factor, 4e-4 * factor])
+
+
+def test_warmup_trains_discriminator_and_heads_but_only_reconstruction_reaches_the_generator() -> None:
+    model = tiny_clgan(corrupt_inputs=False)
+    images = torch.rand(2, 3, 32, 32)
+    features = model.model.generator.encode(images)
+    reconstruction = model.model.generator.decode(features[-1])
+    terms = model._generator_terms(images, reconstruction, features, lambda: features, warmup=True)
+    assert set(terms) == {"rec", "ssim", "nce"}  # no adversarial term in the warm-up
+    terms["nce"].backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.model.generator.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in model.model.patch_heads.parameters())
+    full = model._generator_terms(images, model.model.generator(images), features, lambda: features)
+    assert set(full) == {"rec", "ssim", "adv", "nce"}
+
+
+def test_warmup_and_decay_ratios_must_leave_room() -> None:
+    with pytest.raises(ValueError, match=r"warmup_ratio \+ decay_ratio must be <= 1"):
+        Clgan(warmup_ratio=0.6, decay_ratio=0.5)
+
+
+def test_patch_nce_negatives_from_the_batch() -> None:
+    torch.manual_seed(0)
+    query = F.normalize(torch.rand(2, 3, 4), dim=-1)
+    key = F.normalize(torch.rand(2, 3, 4), dim=-1)
+    batch_loss = PatchNCELoss(temperature=0.5, negatives="batch")(query, key)
+    flat_q, flat_k = query.flatten(0, 1), key.flatten(0, 1)
+    expected = F.cross_entropy(flat_q @ flat_k.T / 0.5, torch.arange(6))
+    assert torch.allclose(batch_loss, expected)
+    one_image = PatchNCELoss(0.5, "batch")(query[:1], key[:1])  # one image: the same negatives as "image"
+    assert torch.allclose(one_image, PatchNCELoss(0.5, "image")(query[:1], key[:1]))
+    with pytest.raises(ValueError, match="nce_negatives must be one of"):
+        PatchNCELoss(0.5, "dataset")
+
+
+@pytest.mark.parametrize("generator", ["conv_ae", "vae"])
+def test_baseline_generators_train_in_the_same_code(generator: str) -> None:
+    model = tiny_clgan(generator=generator, n_downsampling=3, latent_channels=4, nce_layers=(0, 2, 4),
+                       corrupt_inputs=False, warmup_ratio=0.0, lambda_rec=0.0, lambda_ssim=1.0)
+    images = torch.rand(2, 3, 32, 32)
+    features = model.model.generator.encode(images)
+    assert [f.shape[1] for f in features] == model.model.generator.stage_channels
+    terms = model._generator_terms(images, model.model.generator.decode(features[-1]), features, lambda: features)
+    assert set(terms) == ({"ssim", "adv", "nce", "kl"} if generator == "vae" else {"ssim", "adv", "nce"})
+    assert all(torch.isfinite(term) for term in terms.values())
+    model.eval()
+    with torch.no_grad():  # eval: the VAE decodes its mean, so inference is deterministic
+        assert torch.equal(model.model(images).anomaly_map, model.model(images).anomaly_map)
+    fit_on_batches(tiny_clgan(generator=generator, n_downsampling=3, corrupt_inputs=False), images, steps=2)
