@@ -271,6 +271,7 @@ class Tocoad(AnomalibModule, SurfaceModule):
         self._best_discriminator_ap = -1.0
         self._epochs_without_rise = 0
         self._discriminator_converged = False
+        self._best_discriminator: dict[str, torch.Tensor] | None = None
         self._log_gradient_norms = False
         # The stages train disjoint parameter sets and stage 3 takes no optimiser step at all.
         self.automatic_optimization = False
@@ -339,6 +340,8 @@ class Tocoad(AnomalibModule, SurfaceModule):
         self.model.train()
         self._bank_pending = self.current_phase == "memory_bank"
         self._log_gradient_norms = self.current_phase == "fine_tune"
+        if self.current_phase != "discriminator":
+            self._restore_best_discriminator()
 
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Stage 1: train D; stage 2: warm up the heads, then fine-tune F; stage 3: collect patch features."""
@@ -475,11 +478,19 @@ class Tocoad(AnomalibModule, SurfaceModule):
             return
         if ap > self._best_discriminator_ap + AP_RISE:
             self._best_discriminator_ap, self._epochs_without_rise = ap, 0
+            self._best_discriminator = {k: v.detach().clone() for k, v in self.model.discriminator.state_dict().items()}
             return
         self._epochs_without_rise += 1
         if self._epochs_without_rise >= self.discriminator_patience:
             self._discriminator_converged = True
+            self._restore_best_discriminator()
             logger.info("Tocoad: D's held-out AP stopped rising (best %.4f); stage 1 ends.", self._best_discriminator_ap)
+
+    def _restore_best_discriminator(self) -> None:
+        """Give D the weights of its best held-out AP (once, when stage 1 ends; not kept across a resume)."""
+        if self._best_discriminator is not None:
+            self.model.discriminator.load_state_dict(self._best_discriminator)
+            self._best_discriminator = None
 
     def _collect_features(self, batch: Batch) -> None:
         """Stage 3: store the ``[B, h*w, C]`` patch features of the batch, keyed by image."""
