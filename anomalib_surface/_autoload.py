@@ -52,14 +52,30 @@ class _RegisterAfterExec:
         return getattr(self._loader, name)
 
 
-class AnomalibImportWatcher:
-    """Meta-path finder (``find_spec`` protocol) that wraps the loaders of the watched modules and finds nothing else."""
+def is_anomalib_module(name: str) -> bool:
+    """Whether ``name`` is ``anomalib`` or one of its submodules (not ``anomalib_surface``)."""
+    return name == "anomalib" or name.startswith("anomalib.")
 
-    def __init__(self, watched: frozenset) -> None:
-        self.watched = watched
+
+class AnomalibImportWatcher:
+    """Meta-path finder (``find_spec`` protocol) that wraps the loaders of the watched modules and finds nothing else.
+
+    The watched set (:func:`watched_modules`) is read at the first import of an anomalib module, not at start-up:
+    a process that never imports anomalib imports nothing of this package beyond this file.
+    """
+
+    def __init__(self) -> None:
+        self._watched: frozenset | None = None
+
+    @property
+    def watched(self) -> frozenset:
+        """The watched module names, read once."""
+        if self._watched is None:
+            self._watched = watched_modules()
+        return self._watched
 
     def find_spec(self, fullname: str, path: object, target: object = None) -> object:
-        if fullname not in self.watched:
+        if not is_anomalib_module(fullname) or fullname not in self.watched:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -79,10 +95,11 @@ def install() -> None:
     """
     if autoload_disabled() or any(isinstance(finder, AnomalibImportWatcher) for finder in sys.meta_path):
         return
-    watched = watched_modules()
-    sys.meta_path.insert(0, AnomalibImportWatcher(watched))
+    watcher = AnomalibImportWatcher()
+    sys.meta_path.insert(0, watcher)
     # anomalib may have been imported before this hook was installed (e.g. install() called by hand).
-    for name in sorted(watched & sys.modules.keys()):
+    loaded = {name for name in sys.modules if is_anomalib_module(name)}
+    for name in sorted(watcher.watched & loaded if loaded else ()):
         from anomalib_surface import registration
 
         registration.on_module_loaded(name)

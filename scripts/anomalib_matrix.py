@@ -64,6 +64,9 @@ def build_venv(minor: str, root: Path, extra: list[str]) -> Path:
     constraints = root / f"constraints-{minor}.txt"
     constraints.write_text(f"torch=={version('torch')}\ntorchvision=={version('torchvision')}\n")
     run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    # anomalib itself first, into the venv's own site-packages even when the shared one holds the same version
+    # (pip would call it satisfied there and leave the venv without its own `anomalib` command).
+    run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", f"anomalib~={minor}.0"])
     run([
         str(python), "-m", "pip", "install", "-q", "-c", str(constraints),
         f"anomalib~={minor}.0", "-e", f"{REPO_ROOT}[test]", *extra,

@@ -30,7 +30,7 @@ FIXES: dict[str, tuple[str, ...]] = {
 }
 """anomalib module -> the compat modules (``anomalib_surface.compat.<name>``) to run once it is imported."""
 
-TESTED_MINORS = ((2, 3), (2, 4), (2, 5), (2, 6), (2, 7))
+TESTED_MINORS = ((2, 7),)
 """anomalib minor versions the compatibility matrix (``scripts/anomalib_matrix.py``) passes on; see the README."""
 
 

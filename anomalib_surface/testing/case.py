@@ -64,6 +64,14 @@ class ConformanceCase:
         """The constructor arguments: :attr:`init_args`, or the class's smoke-test arguments."""
         return self.spec.smoke_test_init_args if self.init_args is None else self.init_args
 
+    def single_device_only(self) -> bool:
+        """Whether the model pins its trainer to one device (anomalib's Padim: ``trainer_arguments["devices"] == 1``).
+
+        anomalib's Engine applies such a pin to every process, so a second DDP rank finds no device of its own:
+        the model does not support DDP, by its own declaration.
+        """
+        return self.build_model().trainer_arguments.get("devices") == 1
+
     def build_model(self, seed: int = 0, **overrides: Any) -> AnomalibModule:  # noqa: ANN401
         """The model, initialised from ``seed``, pre-processing images to :data:`IMAGE_SIZE`."""
         L.seed_everything(seed, verbose=False)

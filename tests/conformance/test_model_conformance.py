@@ -3,7 +3,6 @@ and on two of anomalib's built-in models, trained offline from scratch or from t
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from anomalib.models import Padim, Stfpm
@@ -13,7 +12,10 @@ from anomalib_surface.testing import ConformanceCase, ModelConformance, plugin_m
 PLUGIN_CASES = [ConformanceCase(model_class) for model_class in plugin_models()]
 BUILT_IN_CASES = [
     ConformanceCase(Padim, {"backbone": "resnet18", "pre_trained": False, "layers": ["layer1", "layer2"], "n_features": 16}),
-    ConformanceCase(Stfpm, {"backbone": "tf_efficientnet_lite0", "layers": ("blocks.1", "blocks.2")}),
+    # Layers down to the last stage: timm's EfficientNetFeatures runs every block, and blocks after the last layer
+    # read get no gradient, so under DDP (find_unused_parameters=False) their buckets are never all-reduced and
+    # the ranks' students silently drift apart (an error only from the second step).
+    ConformanceCase(Stfpm, {"backbone": "tf_efficientnet_lite0", "layers": ("blocks.1", "blocks.2", "blocks.6")}),
 ]
 CASES = PLUGIN_CASES + BUILT_IN_CASES
 
@@ -29,10 +31,4 @@ class TestConformance(ModelConformance):
 
     @pytest.fixture(scope="class")
     def ddp_cases(self) -> list[ConformanceCase]:
-        return PLUGIN_CASES
-
-    @pytest.mark.ddp
-    def test_ddp(self, case: ConformanceCase, ddp_runs: Path) -> None:
-        if case in BUILT_IN_CASES:
-            pytest.xfail("Padim and Stfpm: the DDP worker wrote no rank-1 result for them (second process not started); open")
-        super().test_ddp(case, ddp_runs)
+        return CASES
