@@ -486,8 +486,30 @@ class Tocoad(AnomalibModule, SurfaceModule):
             self._restore_best_discriminator()
             logger.info("Tocoad: D's held-out AP stopped rising (best %.4f); stage 1 ends.", self._best_discriminator_ap)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep stage 1's early-stop state and the held-out check set, so a resumed run decides as a full one."""
+        super().on_save_checkpoint(checkpoint)
+        held_out = self._held_out
+        checkpoint["tocoad_held_out"] = {
+            "check_set": None if held_out is None else (held_out.normal, held_out.anomalous, held_out.masks),
+            "best_ap": self._best_discriminator_ap,
+            "epochs_without_rise": self._epochs_without_rise,
+            "converged": self._discriminator_converged,
+            "best_discriminator": self._best_discriminator,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore what :meth:`on_save_checkpoint` kept (absent from checkpoints of older versions)."""
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("tocoad_held_out")
+        if state is None:
+            return
+        self._held_out = None if state["check_set"] is None else HeldOutCheck(*state["check_set"])
+        self._best_discriminator_ap, self._epochs_without_rise = state["best_ap"], state["epochs_without_rise"]
+        self._discriminator_converged, self._best_discriminator = state["converged"], state["best_discriminator"]
+
     def _restore_best_discriminator(self) -> None:
-        """Give D the weights of its best held-out AP (once, when stage 1 ends; not kept across a resume)."""
+        """Give D the weights of its best held-out AP (once, when stage 1 ends)."""
         if self._best_discriminator is not None:
             self.model.discriminator.load_state_dict(self._best_discriminator)
             self._best_discriminator = None
