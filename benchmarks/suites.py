@@ -43,15 +43,9 @@ LOCC_LOCALISATION_EPOCHS = 8
 
 def anomaly_source_folder(folder: Path = ANOMALY_SOURCE) -> Path:
     """Write :data:`ANOMALY_SOURCE_IMAGES` as PNGs into ``folder`` (once) and return it."""
-    import skimage.data
-    from PIL import Image
+    from anomalib_surface.components.photo_textures import write_photos
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ANOMALY_SOURCE_IMAGES:
-        path = folder / f"{name}.png"
-        if not path.is_file():
-            Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(path)
-    return folder
+    return write_photos(ANOMALY_SOURCE_IMAGES, folder)
 
 
 def baselines(pre_trained: bool) -> list[Entry]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from kornia.geometry.transform import rotate
+from kornia.geometry.conversions import convert_affinematrix_to_homography
+from kornia.geometry.transform import affine, get_rotation_matrix2d
 from torch import nn
 
 from anomalib_surface.components import SyntheticAnomalyGenerator
@@ -31,7 +32,7 @@ class RotatedAnomalyGenerator(nn.Module):
 
     Example:
         >>> generator = RotatedAnomalyGenerator(probability=1.0)
-        >>> rotated, augmented, masks = generator(torch.rand(2, 3, 32, 32))
+        >>> rotated, augmented, masks, rotations = generator(torch.rand(2, 3, 32, 32))
         >>> augmented.shape, masks.shape
         (torch.Size([2, 3, 32, 32]), torch.Size([2, 1, 32, 32]))
     """
@@ -54,30 +55,39 @@ class RotatedAnomalyGenerator(nn.Module):
             perlin_threshold=perlin_threshold,
         )
 
-    def rotate(self, images: torch.Tensor) -> torch.Tensor:
-        """Rotate each ``[B, C, H, W]`` image by a random multiple of 90° plus a slight random angle."""
+    def rotate(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotate each ``[B, C, H, W]`` image by a random multiple of 90° plus a slight random angle.
+
+        Returns:
+            The rotated images ``[B, C, H, W]`` and the ``[B, 3, 3]`` matrices that map pixel coordinates of
+            ``images`` to those of the rotated images (to align features of differently transformed views).
+        """
         batch, _, height, width = images.shape
         quarter_turns = torch.randint(4, (batch,), device=images.device)
         if height != width:
             quarter_turns = 2 * (quarter_turns % 2)  # keep the shape of non-square images
         jitter = torch.empty(batch, device=images.device).uniform_(-self.rotation_degrees, self.rotation_degrees)
         angles = (90.0 * quarter_turns + jitter).to(images.dtype)
-        return rotate(images, angles, padding_mode="reflection")
+        center = images.new_tensor([(width - 1) / 2, (height - 1) / 2]).expand(batch, 2)
+        matrices = get_rotation_matrix2d(center, angles, torch.ones_like(center))
+        rotated = affine(images, matrices, padding_mode="reflection")
+        return rotated, convert_affinematrix_to_homography(matrices)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Make synthetic anomalies from normal images.
 
         Args:
             images: ``[B, C, H, W]`` normal images in ``[0, 1]``.
 
         Returns:
-            ``(rotated, augmented, masks)``: the rotated normal images ``[B, C, H, W]``, the same
-            images with anomalies pasted ``[B, C, H, W]``, and the anomaly masks ``[B, 1, H, W]``
-            (0/1; ``augmented`` equals ``rotated`` wherever the mask is 0).
+            ``(rotated, augmented, masks, rotations)``: the rotated normal images ``[B, C, H, W]``, the same
+            images with anomalies pasted ``[B, C, H, W]``, the anomaly masks ``[B, 1, H, W]`` (0/1;
+            ``augmented`` equals ``rotated`` wherever the mask is 0) and the ``[B, 3, 3]`` rotation matrices
+            (pixel coordinates of ``images`` to those of ``rotated``).
         """
         if images.ndim != 4:
             msg = f"images must be a [B, C, H, W] batch, got shape {tuple(images.shape)}."
             raise ValueError(msg)
-        rotated = self.rotate(images)
+        rotated, rotations = self.rotate(images)
         augmented, masks = self.paste(rotated)
-        return rotated, augmented, masks
+        return rotated, augmented, masks, rotations

@@ -41,39 +41,59 @@ class FocalLoss(nn.Module):
 class SimSiamLoss(nn.Module):
     """Stage 2: symmetric negative cosine similarity of SimSiam with stop-gradient on the targets.
 
-    ``L = -(cos(p_a, sg(z_b)) + cos(p_b, sg(z_a))) / 2``, averaged over the batch, where ``z`` are
-    projector outputs and ``p`` predictor outputs of two views ``a``, ``b`` of the same images.
+    ``L = -(cos(p_a, sg(z_b)) + cos(p_b, sg(z_a))) / 2``, where ``z`` are projector outputs and ``p`` predictor
+    outputs of two views ``a``, ``b`` of the same images: ``[B, D]`` pooled vectors (averaged over the batch), or
+    ``[B, D, h, w]`` patch maps whose targets have been warped into the frame of the predicting view, averaged over
+    the patches that both views see (``valid_a``, ``valid_b``: ``[B, 1, h, w]`` 0/1 masks in the frames of ``a``
+    and ``b``).
     """
 
-    def forward(self, p_a: torch.Tensor, p_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
-        """Loss of ``[B, D]`` predictions ``p_a, p_b`` and projections ``z_a, z_b``."""
-        similarity_a = F.cosine_similarity(p_a, z_b.detach(), dim=1).mean()
-        similarity_b = F.cosine_similarity(p_b, z_a.detach(), dim=1).mean()
+    def forward(
+        self,
+        p_a: torch.Tensor,
+        p_b: torch.Tensor,
+        z_a: torch.Tensor,
+        z_b: torch.Tensor,
+        valid_a: torch.Tensor | None = None,
+        valid_b: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Loss of predictions ``p_a, p_b`` and (aligned) projections ``z_b`` (frame of a), ``z_a`` (frame of b)."""
+        similarity_a = _masked_mean(F.cosine_similarity(p_a, z_b.detach(), dim=1), valid_a)
+        similarity_b = _masked_mean(F.cosine_similarity(p_b, z_a.detach(), dim=1), valid_b)
         return -(similarity_a + similarity_b) / 2
 
 
-class NegativeGuidanceLoss(nn.Module):
-    """Stage 2: push the features that D marks anomalous away from the normal features at the same place.
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` (``[B]`` or ``[B, h, w]``) over the positions where ``mask`` (``[B, 1, h, w]``) is 1.
 
-    ``L = sum_i w_i * max(0, cos(f_i^anomalous, sg(f_i^normal)) - margin) / max(sum_i w_i, eps)`` over all
-    patch positions ``i`` of the batch, where ``w_i`` is D's (frozen, detached) anomaly probability of
-    patch ``i`` of the synthetic-anomaly image and ``f^normal`` the features of the same image before
-    the anomaly was pasted.
+    Without any selected position the result is a zero that keeps the graph (no gradient, no NaN).
+    """
+    if mask is None:
+        return values.mean()
+    mask = mask.reshape(values.shape).to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+class NegativeGuidanceLoss(nn.Module):
+    """Stage 2 (our reading of the paper's negative guidance): push anomalous patch features away from normal ones.
+
+    ``L = mean_{i in S} max(0, cos(f_i^anomalous, sg(f_i^normal)) - margin)`` over the set ``S`` of patch
+    positions marked anomalous (by the frozen D, or by the synthetic mask), where ``f^normal`` are the features of
+    the same image before the anomaly was pasted. Averaging over ``S`` only (not over every patch of the batch)
+    keeps the term's size independent of how much of the batch is anomalous; without marked patches it is 0.
 
     Args:
         margin: Cosine similarity in ``[-1, 1]`` below which a patch is no longer pushed.
     """
 
-    def __init__(self, margin: float = 0.5, eps: float = 1e-6) -> None:
+    def __init__(self, margin: float = 0.5) -> None:
         super().__init__()
         if not -1.0 <= margin <= 1.0:
             msg = f"negative_margin must be in [-1, 1], got {margin}."
             raise ValueError(msg)
         self.margin = margin
-        self.eps = eps
 
-    def forward(self, anomalous: torch.Tensor, normal: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Loss of ``[B, C, h, w]`` anomalous and normal features with ``[B, 1, h, w]`` weights in ``[0, 1]``."""
-        similarity = F.cosine_similarity(anomalous, normal.detach(), dim=1).unsqueeze(1)
-        weights = weights.detach()
-        return (weights * (similarity - self.margin).clamp_min(0)).sum() / weights.sum().clamp_min(self.eps)
+    def forward(self, anomalous: torch.Tensor, normal: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+        """Loss of ``[B, C, h, w]`` anomalous and normal features over the ``[B, 1, h, w]`` 0/1 ``selected`` patches."""
+        similarity = F.cosine_similarity(anomalous, normal.detach(), dim=1)
+        return _masked_mean((similarity - self.margin).clamp_min(0), selected.detach())

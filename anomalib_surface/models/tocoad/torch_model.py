@@ -48,6 +48,12 @@ def _mlp(dims: Sequence[int], last_batch_norm: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+ANOMALY_PRIOR = 0.01
+"""Anomaly probability the untrained D outputs everywhere: its last bias starts at ``logit(ANOMALY_PRIOR)``, the
+prior initialisation of the focal loss (Lin et al., ICCV 2017), as Dmp's defect head. With a zero bias D starts at
+0.5 on every patch and its first epochs only lower the background."""
+
+
 class SegmentationHead(nn.Module):
     """D: per-patch anomaly logits ``[B, 1, h, w]`` from ``[B, C, h, w]`` patch features of F."""
 
@@ -62,6 +68,7 @@ class SegmentationHead(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(channels, 1, kernel_size=1),
         )
+        nn.init.constant_(self.layers[-1].bias, torch.logit(torch.tensor(ANOMALY_PRIOR)).item())
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Anomaly logits of each patch."""
@@ -122,6 +129,10 @@ class TocoadModel(DynamicBufferMixin, nn.Module):
             exportable=True,
             out_indices=_layer_indices(backbone, layers),
         ).eval()
+        self.layers = tuple(layers)
+        for name, parameter in self.feature_extractor.named_parameters():
+            # Only the stages whose outputs form the patch features are ever fine-tuned (stage 2).
+            parameter.requires_grad_(any(name.startswith(f"{layer}.") for layer in self.layers))
         embedding_dim = sum(self.feature_extractor.feature_info.channels())
         self.feature_pooler = nn.AvgPool2d(kernel_size=3, stride=1, padding=1)
         self.discriminator = SegmentationHead(embedding_dim, discriminator_channels)
@@ -164,10 +175,26 @@ class TocoadModel(DynamicBufferMixin, nn.Module):
         """D's anomaly logits ``[B, 1, h, w]`` of ``[B, C, h, w]`` patch features."""
         return self.discriminator(embedding)
 
-    def simsiam(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """SimSiam projection ``z`` and prediction ``p`` (both ``[B, projector_dim]``) of pooled patch features."""
-        projection = self.projector(embedding.mean(dim=(2, 3)))
-        return projection, self.predictor(projection)
+    def fine_tuned_parameters(self) -> list[nn.Parameter]:
+        """F's parameters trained in stage 2: those of the stages named in ``layers`` (the others stay frozen)."""
+        return [parameter for parameter in self.feature_extractor.parameters() if parameter.requires_grad]
+
+    def simsiam(self, embedding: torch.Tensor, per_patch: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """SimSiam projection ``z`` and prediction ``p`` of one view's ``[B, C, h, w]`` patch features.
+
+        ``per_patch``: project every patch (``[B, projector_dim, h, w]`` results, the heads' batch norm over all
+        patches of the view), else the spatial mean of the patches (``[B, projector_dim]``, as SimSiam).
+        """
+        if not per_patch:
+            projection = self.projector(embedding.mean(dim=(2, 3)))
+            return projection, self.predictor(projection)
+        batch, channels, height, width = embedding.shape
+        patches = embedding.permute(0, 2, 3, 1).reshape(-1, channels)
+        projection = self.projector(patches)
+        prediction = self.predictor(projection)
+        return tuple(  # type: ignore[return-value]
+            tensor.reshape(batch, height, width, -1).permute(0, 3, 1, 2) for tensor in (projection, prediction)
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | InferenceBatch:
         """Patch embedding ``[B, C, h, w]`` in training mode, else scores against the memory bank.
