@@ -46,7 +46,6 @@ def test_probability_selects_images() -> None:
 
 def test_opacity_range_is_respected() -> None:
     torch.manual_seed(3)
-    images = torch.zeros(16, 3, 32, 32)
     generator = SyntheticAnomalyGenerator(probability=1.0, opacity_range=(0.3, 0.6), soft_edge_sigma=0.0)
     alpha = generator.alpha(perlin_masks(16, 32, 32))
     peak = alpha.flatten(1).amax(1)
