@@ -19,8 +19,8 @@ The data is a TextureFolder collection (``--root``/``--material``; default: Surf
 patterns woven, plaid and motif). Before every test the post-processor is calibrated on the datamodule's
 validation set, TextureFolder's default: anomalib's synthetic anomalies on held-out images of the *training*
 pattern, never a test image. Thresholds and normalisation therefore come from the training pattern, as they
-would in deployment; anomalib's clamped normalisation can saturate on another pattern, which is why the
-protocol's ranking metrics are also computed on raw maps (:mod:`benchmarks.protocol`).
+would in deployment; anomalib's clamped normalisation can saturate on another pattern, which is why AUROC, AP and
+AUPRO are computed on un-normalised outputs (:func:`ranking_metrics`).
 
 Budgets are epochs (``--epochs``, ``--pgcn-epochs GENERATOR COMPARATOR``); ``--generator-weights`` starts Pgcn
 from a generator pretrained on a pool without the tested patterns (``python -m anomalib_surface.models.pgcn.pretrain``).
@@ -41,13 +41,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from anomalib.models.components import AnomalibModule
 
 from anomalib_surface.components.phase_schedule import PhaseSchedule
 
 from . import report
-from .protocol import paired_difference
-from .runner import Entry, Record, build_model, instantiate_post_processor, metric_values, use_offline_weights
+from .protocol import paired_difference, raw_map_metrics
+from .runner import (
+    Entry,
+    Record,
+    build_model,
+    instantiate_post_processor,
+    metric_values,
+    test_set,
+    use_offline_weights,
+)
 from .suites import PATTERN_CATEGORIES, baselines, build_datamodule, plugin_entries
 
 DEFAULT_MATERIAL = "cloth"
@@ -168,10 +177,31 @@ def evaluate(model: AnomalibModule, variant: Variant, args: argparse.Namespace, 
     engine = Engine(**engine_arguments(args, Path(args.output) / "runs" / "test"))
     engine.validate(model, datamodule=datamodule, verbose=False)
     (results,) = engine.test(model, datamodule=datamodule, verbose=False)
-    metrics = metric_values(results)
+    metrics = metric_values(results) | ranking_metrics(engine, model, datamodule)
     if variant.direction == "both":
         metrics[DISAGREEMENT] = direction_disagreement(model, datamodule)
     return metrics
+
+
+def ranking_metrics(engine: Any, model: AnomalibModule, datamodule: Any) -> dict[str, float]:  # noqa: ANN401
+    """AUROC, AP and AUPRO of the variant's scores and maps on the test set, without normalisation.
+
+    anomalib's evaluator sees normalised outputs: min and max fitted on the training pattern's validation images,
+    clamped to [0, 1], so on another pattern every score can saturate to 1 (AUROC exactly 50). Raw scores do not
+    help inside the evaluator either: torchmetrics passes values outside [0, 1] through a sigmoid, which saturates
+    too. So the variant (its post-processor included, e.g. the flip intersection) predicts with normalisation
+    switched off, and :func:`benchmarks.protocol.raw_map_metrics` rescales scores and maps over the whole test set.
+    """
+    post_processor = model.post_processor
+    post_processor.enable_normalization = False
+    try:
+        predictions = engine.predict(model, datamodule=datamodule, return_predictions=True)
+    finally:
+        post_processor.enable_normalization = True
+    _, masks, labels = test_set(datamodule)
+    scores = torch.cat([batch.pred_score.reshape(-1) for batch in predictions]).float().numpy()
+    maps = torch.cat([batch.anomaly_map.reshape(-1, *masks.shape[-2:]) for batch in predictions]).float().numpy()
+    return raw_map_metrics(scores, labels.numpy(), maps, masks.numpy())
 
 
 def study_records(entry: Entry, args: argparse.Namespace, pattern: str, seed: int) -> list[Record]:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from benchmarks import run, suites
@@ -85,10 +86,9 @@ def test_sweep_configs_parse_with_anomalib_benchmark(sweep: Path) -> None:
 
 
 def test_pgcn_study_builds_its_entries_datamodules_and_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from anomalib_surface.post_processing import BidirectionalIntersection
     from benchmarks import pgcn_study
     from benchmarks.runner import Record, build_model
-
-    from anomalib_surface.post_processing import BidirectionalIntersection
 
     args = pgcn_study.parse_args(["--patterns", "woven", "plaid", "--image-size", "64", "--no-pretrained"])
     assert (args.data, args.material, args.seeds) == ("TextureFolder", "cloth", [0, 1, 2])
@@ -159,3 +159,31 @@ def test_pgcn_study_pairs_differences_by_seed_and_pattern() -> None:
     table = pgcn_study.claim_table(records)
     assert "| Pgcn drop - Patchcore drop, image_AUROC (claim: > 0) | 4 | +35.5 [+34.6, +36.4] |" in table
     assert "| Pgcn intersection - left to right, image_AUROC | 8 |" in table
+
+
+def test_pgcn_study_ranks_unnormalised_outputs_without_saturation() -> None:
+    """Scores far outside [0, 1] (a sigmoid would tie them all) still rank; normalisation is restored afterwards."""
+    from types import SimpleNamespace
+
+    from benchmarks import pgcn_study
+
+    labels = torch.tensor([0, 1, 0, 1])
+    masks = torch.zeros(4, 8, 8, dtype=torch.bool)
+    masks[1, :2] = masks[3, :2] = True
+    maps = masks.float() * 0.5 + 1e4  # raw, far above 1: a sigmoid would make every pixel 1.0
+    scores = labels.float() + 1e4
+    test_batch = SimpleNamespace(image=torch.zeros(4, 3, 8, 8), gt_mask=masks, gt_label=labels)
+    datamodule = SimpleNamespace(test_dataloader=lambda: [test_batch])
+    post_processor = SimpleNamespace(enable_normalization=True)
+    seen = []
+
+    def predict(model: object, datamodule: object, return_predictions: bool) -> list:  # noqa: ARG001
+        seen.append(model.post_processor.enable_normalization)
+        return [SimpleNamespace(pred_score=scores[:2], anomaly_map=maps[:2]), SimpleNamespace(pred_score=scores[2:], anomaly_map=maps[2:])]
+
+    metrics = pgcn_study.ranking_metrics(
+        SimpleNamespace(predict=predict), SimpleNamespace(post_processor=post_processor), datamodule,
+    )
+    assert seen == [False] and post_processor.enable_normalization
+    assert metrics["image_AUROC"] == pytest.approx(1.0)
+    assert metrics["pixel_AUROC"] == pytest.approx(1.0)
