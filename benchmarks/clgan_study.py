@@ -214,9 +214,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str,
     paper = tuple(f"paper_k3.0_{key}" for key in SEGMENTATION_KEYS)
     sweep = tuple(f"paper_k{factor}_F1" for factor in FACTORS)
     sections = [
-        "## Clgan claim check: ablations and baselines",
-        f"Command: `{command}`",
-        "Environment: " + ", ".join(f"{key} {value}" for key, value in env.items()),
+        *report.study_header("Clgan claim check: ablations and baselines", command, env),
         f"Categories {', '.join(args.categories)}, seeds {', '.join(map(str, args.seeds))}, {args.image_size} px, "
         f"{args.epochs} epochs per arm (warm-up / full / decay by Clgan's default ratios), batch {args.batch_size}. "
         "Metrics in %.",

@@ -194,9 +194,7 @@ def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
         report.write_tables(records, env, output, "Dmp ablation (per run)", command)
         (output / "results.json").write_text(json.dumps({"command": command, "environment": env, "runs": rows}, indent=1))
     text = "\n\n".join([
-        "## Dmp ablation",
-        f"Command: `{command}`",
-        "Environment: " + ", ".join(f"{key} {value}" for key, value in env.items()),
+        *report.study_header("Dmp ablation", command, env),
         f"SurfaceDemo {args.category}, {args.image_size} px, {args.epochs} epochs at batch {args.batch_size}, seeds "
         f"{', '.join(map(str, args.seeds))}; {100 * args.held_out:.0f} % of the training images held out as the "
         "synthetic convergence check. Test metrics in %, mean ± 95 % CI over seeds.",

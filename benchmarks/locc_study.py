@@ -212,9 +212,7 @@ def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:
                           f"{row.get('alignment', '')} {record.error or ''}", flush=True)
                     (output / "results.json").write_text(json.dumps({"command": command, "environment": env, "runs": rows}, indent=1))
     text = "\n\n".join([
-        "## Locc on aligned objects and their RTO variant (issue 19)",
-        f"Command: `{command}`",
-        "Environment: " + ", ".join(f"{key} {value}" for key, value in env.items()),
+        *report.study_header("Locc on aligned objects and their RTO variant (issue 19)", command, env),
         f"SurfaceDemo {', '.join(args.categories)} ({', '.join(args.data)}), {args.image_size} px, batch {args.batch_size}, "
         f"seeds {', '.join(map(str, args.seeds))}; Locc: {args.imm_epochs} alignment + 1 + {args.alm_epochs} localisation "
         "epochs. Pixel metrics on raw maps in %, mean ± std over (category, seed) units; paired differences in points.",

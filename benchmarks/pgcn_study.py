@@ -311,9 +311,7 @@ def markdown(records: list[Record], args: argparse.Namespace, env: dict[str, Any
     ratio = pgcn.init_args["generator_ratio"]
     phase_epochs = PhaseSchedule({"generator": ratio, "comparator": 1 - ratio}).epochs(pgcn.max_epochs).values()
     sections = [
-        "## Pgcn vs Patchcore across patterns; BidirectionalIntersection on vs off",
-        f"Command: `{command}`",
-        "Environment: " + ", ".join(f"{key} {value}" for key, value in env.items()),
+        *report.study_header("Pgcn vs Patchcore across patterns; BidirectionalIntersection on vs off", command, env),
         f"Patterns {', '.join(args.patterns)} of material `{args.material}`, seeds {', '.join(map(str, args.seeds))}, "
         f"{args.image_size} px, Pgcn {'+'.join(map(str, phase_epochs))} epochs "
         f"(generator weights: {args.generator_weights or 'random'}), other models {args.epochs} epochs; "

@@ -66,6 +66,11 @@ def environment(seeds: list[int], device: str) -> dict[str, Any]:
     }
 
 
+def study_header(title: str, command: str, env: dict[str, Any]) -> list[str]:
+    """The first Markdown sections of a study's results: its title, the command that made them, the environment."""
+    return [f"## {title}", f"Command: `{command}`", "Environment: " + ", ".join(f"{key} {value}" for key, value in env.items())]
+
+
 def flat(record: Record) -> dict[str, Any]:
     """One CSV row: identity, metrics and costs of a record."""
     row = {key: value for key, value in dataclasses.asdict(record).items() if key not in {"metrics", "raw_metrics"}}

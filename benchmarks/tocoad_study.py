@@ -154,9 +154,7 @@ def history_table(rows: list[dict[str, Any]], backbone: str) -> str:
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, env: dict[str, Any], command: str) -> str:
     """Every table of the study, per backbone."""
     sections = [
-        "## Tocoad: stage 2 vs frozen features vs Patchcore",
-        f"Command: `{command}`",
-        "Environment: " + ", ".join(f"{key} {value}" for key, value in env.items()),
+        *report.study_header("Tocoad: stage 2 vs frozen features vs Patchcore", command, env),
         f"SurfaceDemo {', '.join(args.categories)}, {args.image_size} px, seeds {', '.join(map(str, args.seeds))}; "
         f"every Tocoad row {args.epochs} epochs; metrics on raw scores and maps, in %.",
     ]
