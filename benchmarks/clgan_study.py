@@ -25,17 +25,16 @@ The summary gives paired differences (same category and seed) with 95 % t interv
 pixel F1, IoU and AUROC (the claim: > 0), and CLGAN's paper-inference F1 at ``k = 3.0`` minus ``k = 2.0`` (claim: > 0).
 
 Run: ``python -m benchmarks.clgan_study --seeds 0 1 2`` (``--categories``, ``--epochs``, ``--image-size``,
-``--arms``). Output (``--output``, default ``benchmarks/output/clgan_study``): ``results.md`` (also printed),
-``results.json``.
+``--arms``); slices run apart (say one ``--output`` per seed) make one study with ``--merge DIR [DIR ...]`` (no fit,
+tables over their ``results.json``). Output (``--output``, default ``benchmarks/output/clgan_study``):
+``results.md`` (also printed), ``results.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import shlex
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,15 +205,16 @@ def mean_table(rows: list[dict[str, Any]], names: list[str], keys: tuple[str, ..
     return "\n".join(lines)
 
 
-def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, env: dict[str, Any]) -> str:
-    """The study's tables."""
+def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, env: dict[str, Any],
+             sources: Sequence[report.Source] = ()) -> str:
+    """The study's tables (``args``: categories, seeds, image size, epochs, batch; ``sources``: the runs merged)."""
     names = [name for name in arms() if name in {row["arm"] for row in rows}]
     failed = [f"- {row['arm']} / {row['category']} / seed {row['seed']}: {row['error']}" for row in rows if row["status"] != "ok"]
     own = tuple(f"pixel_{key}" for key in SEGMENTATION_KEYS)
     paper = tuple(f"paper_k3.0_{key}" for key in SEGMENTATION_KEYS)
     sweep = tuple(f"paper_k{factor}_F1" for factor in FACTORS)
     sections = [
-        *report.study_header("Clgan claim check: ablations and baselines", command, env),
+        *report.study_header("Clgan claim check: ablations and baselines", command, env, sources),
         f"Categories {', '.join(args.categories)}, seeds {', '.join(map(str, args.seeds))}, {args.image_size} px, "
         f"{args.epochs} epochs per arm (warm-up / full / decay by Clgan's default ratios), batch {args.batch_size}. "
         "Metrics in %.",
@@ -236,22 +236,37 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str,
     return "\n\n".join(sections) + "\n"
 
 
+def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, env: dict[str, Any],
+                  sources: Sequence[report.Source] = ()) -> str:
+    """Write ``results.json`` and ``results.md`` into ``args.output``; return the text."""
+    text = markdown(rows, args, command, env, sources)
+    return report.write_study(Path(args.output), command, env, "rows", rows, text, sources)
+
+
 def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Fit every arm on every category and seed; write ``results.json`` and ``results.md`` after every fit."""
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    command = "python -m benchmarks.clgan_study " + shlex.join(sys.argv[1:])
     env = report.environment(args.seeds, args.accelerator)
     selected = {name: options for name, options in arms().items() if not args.arms or name in args.arms}
     rows: list[dict[str, Any]] = []
+    text = ""
     for (name, options), seed, category in itertools.product(selected.items(), args.seeds, args.categories):
         rows.append(run_arm(name, options, args, category, seed))
-        (output / "results.json").write_text(json.dumps({"command": command, "environment": env, "rows": rows}, indent=1))
+        text = write_results(rows, args, args.command, env)
         print(f"{name} / {category} / seed {seed}: {rows[-1]['status']}", flush=True)
-    text = markdown(rows, args, command, env)
-    (output / "results.md").write_text(text)
     print(text)
     return rows
+
+
+def merge(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The study's outputs in ``args.output`` over the rows of the runs in ``args.merge`` (no fit)."""
+    merged = report.merge_runs(args.merge, "rows", lambda row: (row["arm"], row["category"], row["seed"]))
+    seeds = list(dict.fromkeys(row["seed"] for row in merged.rows))
+    options = argparse.Namespace(
+        **merged.options(parse_args, ("image_size", "epochs", "batch_size")),
+        categories=list(dict.fromkeys(row["category"] for row in merged.rows)), seeds=seeds, output=args.output,
+    )
+    print(write_results(merged.rows, options, args.command, merged.environment(seeds), merged.sources))
+    return merged.rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -265,17 +280,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--output", default="benchmarks/output/clgan_study")
+    report.add_merge_option(parser)
     args = parser.parse_args(argv)
     unknown = sorted(set(args.arms or ()) - set(arms()))
     if unknown:
         parser.error(f"--arms: unknown {unknown}; choose from {list(arms())}.")
     args.data, args.root = "SurfaceDemo", None
+    args.command = report.command_line("benchmarks.clgan_study", argv)
     return args
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    """Parse the options and run the study (no download: HF offline)."""
+    """Parse the options and run the study (no download: HF offline), or merge runs."""
     args = parse_args(argv)
+    if args.merge:
+        return merge(args)
     use_offline_weights(pretrained=False)
     return run_study(args)
 

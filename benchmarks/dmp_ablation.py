@@ -17,18 +17,18 @@ epoch's mean training loss (``history`` in ``results.json``). The split and the 
 per run with ``--data-seed``, so every variant and seed sees the same held-out set. Test images are only used by
 the final test.
 
-Run: ``python -m benchmarks.dmp_ablation [--seeds 0 1 2] [--epochs 150] [--category brick] [--variants ...]``.
-Output (``--output``, default ``benchmarks/output/dmp_ablation``): ``results.md`` (also printed), ``results.csv``,
-``results.json`` (records and per-epoch histories).
+Run: ``python -m benchmarks.dmp_ablation [--seeds 0 1 2] [--epochs 150] [--category brick] [--variants ...]``;
+slices run apart (say ``--seeds 0 --output A`` and ``--seeds 1 --output B``) make one study with
+``python -m benchmarks.dmp_ablation --merge A B --output C`` (no fit). Output (``--output``, default
+``benchmarks/output/dmp_ablation``): ``results.md`` (also printed), ``results.csv``, ``results.json`` (records and
+per-epoch histories).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import shlex
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,34 +175,60 @@ def variant_entries(pre_trained: bool, names: list[str] | None = None) -> list[E
     ]
 
 
-def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Fit and test every variant for every seed; write the tables after each run and print them at the end."""
-    from tqdm import tqdm
-
-    output = Path(args.output)
-    command = "python -m benchmarks.dmp_ablation " + shlex.join(sys.argv[1:])
-    env = report.environment(args.seeds, args.accelerator)
-    rows: list[dict[str, Any]] = []
-    records: list[Record] = []
-    jobs = [(seed, entry) for seed in args.seeds for entry in variant_entries(pre_trained=False, names=args.variants)]
-    for seed, entry in tqdm(jobs, desc="dmp ablation", unit="fit"):
-        history = HeldOutHistory()
-        record, _ = run_entry(entry, build_datamodule(args), args.category, output / f"seed{seed}", args.image_size,
-                              seed, args.epochs, progress=args.progress, accelerator=args.accelerator, callbacks=[history])
-        records.append(dataclasses.replace(record, entry=f"{entry.name} (seed {seed})"))
-        rows.append({"variant": entry.name, "seed": seed, **dataclasses.asdict(record), "history": history.history})
-        report.write_tables(records, env, output, "Dmp ablation (per run)", command)
-        (output / "results.json").write_text(json.dumps({"command": command, "environment": env, "runs": rows}, indent=1))
-    text = "\n\n".join([
-        *report.study_header("Dmp ablation", command, env),
+def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, env: dict[str, Any],
+             sources: Sequence[report.Source] = ()) -> str:
+    """Header, settings (``args``: category, image size, epochs, batch, seeds, held-out share) and summary table."""
+    return "\n\n".join([
+        *report.study_header("Dmp ablation", command, env, sources),
         f"SurfaceDemo {args.category}, {args.image_size} px, {args.epochs} epochs at batch {args.batch_size}, seeds "
         f"{', '.join(map(str, args.seeds))}; {100 * args.held_out:.0f} % of the training images held out as the "
         "synthetic convergence check. Test metrics in %, mean ± 95 % CI over seeds.",
         summary_table(rows),
     ]) + "\n"
-    (output / "results.md").write_text(text)
+
+
+def run_record(row: dict[str, Any]) -> Record:
+    """The runner's record of a ``results.json`` row, named ``variant (seed n)`` (one CSV row per run)."""
+    fields = {field.name: row[field.name] for field in dataclasses.fields(Record) if field.name in row}
+    return Record(**{**fields, "entry": f"{row['variant']} (seed {row['seed']})"})
+
+
+def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, env: dict[str, Any],
+                  sources: Sequence[report.Source] = ()) -> str:
+    """Write ``results.json`` (rows, histories), ``results.md``, ``results.csv`` (a row per run); returns the text."""
+    text = markdown(rows, args, command, env, sources)
+    report.write_study(Path(args.output), command, env, "runs", rows, text, sources)
+    report.write_csv([run_record(row) for row in rows], Path(args.output))
+    return text
+
+
+def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Fit and test every variant for every seed; write the tables after each run and print them at the end."""
+    from tqdm import tqdm
+
+    output = Path(args.output)
+    env = report.environment(args.seeds, args.accelerator)
+    rows: list[dict[str, Any]] = []
+    jobs = [(seed, entry) for seed in args.seeds for entry in variant_entries(pre_trained=False, names=args.variants)]
+    text = ""
+    for seed, entry in tqdm(jobs, desc="dmp ablation", unit="fit"):
+        history = HeldOutHistory()
+        record, _ = run_entry(entry, build_datamodule(args), args.category, output / f"seed{seed}", args.image_size,
+                              seed, args.epochs, progress=args.progress, accelerator=args.accelerator, callbacks=[history])
+        rows.append({"variant": entry.name, "seed": seed, **dataclasses.asdict(record), "history": history.history})
+        text = write_results(rows, args, args.command, env)
     print(text)
     return rows
+
+
+def merge(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The study's outputs in ``args.output`` over the rows of the runs in ``args.merge`` (no fit)."""
+    merged = report.merge_runs(args.merge, "runs", lambda row: (row["variant"], row["category"], row["seed"]))
+    seeds = list(dict.fromkeys(row["seed"] for row in merged.rows))
+    settings = merged.options(parse_args, ("category", "image_size", "epochs", "batch_size", "held_out", "data_seed"))
+    options = argparse.Namespace(**settings, seeds=seeds, output=args.output)
+    print(write_results(merged.rows, options, args.command, merged.environment(seeds), merged.sources))
+    return merged.rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -219,12 +245,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--output", default="benchmarks/output/dmp_ablation")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
-    return parser.parse_args(argv)
+    report.add_merge_option(parser)
+    args = parser.parse_args(argv)
+    args.command = report.command_line("benchmarks.dmp_ablation", argv)
+    return args
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    """Parse the options and run the ablation (Dmp has no pretrained backbone: nothing to install)."""
+    """Parse the options and run the ablation (Dmp has no pretrained backbone: nothing to install), or merge runs."""
     args = parse_args(argv)
+    if args.merge:
+        return merge(args)
     use_offline_weights(pretrained=False)
     return run_ablation(args)
 

@@ -22,8 +22,9 @@ the predicted alignment against the transforms ``mad_rto.json`` records is measu
 The summary gives pixel AUROC and AP (raw maps, :mod:`benchmarks.protocol`) as mean ± std over the units and the
 paper's comparisons as paired differences with 95 % t intervals and a verdict.
 
-Run: ``HF_HUB_OFFLINE=1 python -m benchmarks.locc_study --seeds 0 1 2``. Output (``--output``, default
-``benchmarks/output/locc_study``): ``results.md`` (also printed), ``results.json``.
+Run: ``HF_HUB_OFFLINE=1 python -m benchmarks.locc_study --seeds 0 1 2``; slices run apart (say one ``--output`` per
+seed) make one study with ``--merge DIR [DIR ...]`` (no fit, tables over their ``results.json``). Output
+(``--output``, default ``benchmarks/output/locc_study``): ``results.md`` (also printed), ``results.json``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shlex
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,15 +184,33 @@ def summary(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, env: dict[str, Any],
+             sources: Sequence[report.Source] = ()) -> str:
+    """Header, settings and summary (``args``: categories, data kinds, image size, batch, seeds, IMM and ALM epochs)."""
+    return "\n\n".join([
+        *report.study_header("Locc on aligned objects and their RTO variant (issue 19)", command, env, sources),
+        f"SurfaceDemo {', '.join(args.categories)} ({', '.join(args.data)}), {args.image_size} px, batch {args.batch_size}, "
+        f"seeds {', '.join(map(str, args.seeds))}; Locc: {args.imm_epochs} alignment + 1 + {args.alm_epochs} localisation "
+        "epochs. Pixel metrics on raw maps in %, mean ± std over (category, seed) units; paired differences in points.",
+        summary(rows),
+    ]) + "\n"
+
+
+def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, env: dict[str, Any],
+                  sources: Sequence[report.Source] = ()) -> str:
+    """Write ``results.json`` and ``results.md`` into ``args.output``; return the text."""
+    text = markdown(rows, args, command, env, sources)
+    return report.write_study(Path(args.output), command, env, "runs", rows, text, sources)
+
+
 def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Fit and test every model on every category, data kind and seed; write the tables after each run."""
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    command = "python -m benchmarks.locc_study " + shlex.join(sys.argv[1:])
     env = report.environment(args.seeds, args.accelerator)
     entries = locc_entries(args.imm_epochs, args.alm_epochs, anomaly_source_folder(), tuple(args.alignment_blur))
     references = [entry for entry in baselines(pre_trained=True) if entry.model in {"Padim", "Patchcore"}]
     rows: list[dict[str, Any]] = []
+    text = ""
     for seed in args.seeds:
         for category in args.categories:
             for data in args.data:
@@ -210,17 +228,23 @@ def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:
                     rows.append(row)
                     print(f"{data} {category} seed {seed} {entry.name}: {record.status} {record.raw_metrics} "
                           f"{row.get('alignment', '')} {record.error or ''}", flush=True)
-                    (output / "results.json").write_text(json.dumps({"command": command, "environment": env, "runs": rows}, indent=1))
-    text = "\n\n".join([
-        *report.study_header("Locc on aligned objects and their RTO variant (issue 19)", command, env),
-        f"SurfaceDemo {', '.join(args.categories)} ({', '.join(args.data)}), {args.image_size} px, batch {args.batch_size}, "
-        f"seeds {', '.join(map(str, args.seeds))}; Locc: {args.imm_epochs} alignment + 1 + {args.alm_epochs} localisation "
-        "epochs. Pixel metrics on raw maps in %, mean ± std over (category, seed) units; paired differences in points.",
-        summary(rows),
-    ]) + "\n"
-    (output / "results.md").write_text(text)
+                    text = write_results(rows, args, args.command, env)
     print(text)
     return rows
+
+
+def merge(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The study's outputs in ``args.output`` over the rows of the runs in ``args.merge`` (no fit)."""
+    merged = report.merge_runs(args.merge, "runs",
+                               lambda row: (row["data"], row["entry"], row["category"], row["seed"]))
+    seeds = list(dict.fromkeys(row["seed"] for row in merged.rows))
+    options = argparse.Namespace(
+        **merged.options(parse_args, ("image_size", "batch_size", "imm_epochs", "alm_epochs")),
+        categories=list(dict.fromkeys(row["category"] for row in merged.rows)),
+        data=list(dict.fromkeys(row["data"] for row in merged.rows)), seeds=seeds, output=args.output,
+    )
+    print(write_results(merged.rows, options, args.command, merged.environment(seeds), merged.sources))
+    return merged.rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -239,15 +263,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--output", default="benchmarks/output/locc_study")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    report.add_merge_option(parser)
     args = parser.parse_args(argv)
     if min(args.imm_epochs, args.alm_epochs) < 1:
         parser.error("--imm-epochs and --alm-epochs must be at least 1")
+    args.command = report.command_line("benchmarks.locc_study", argv)
     return args
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    """Parse the options and run the study with the cached ImageNet weights."""
+    """Parse the options and run the study with the cached ImageNet weights, or merge runs."""
     args = parse_args(argv)
+    if args.merge:
+        return merge(args)
     use_offline_weights(pretrained=True)
     return run_study(args)
 

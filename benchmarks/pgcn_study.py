@@ -25,9 +25,10 @@ AUPRO are computed on un-normalised outputs (:func:`ranking_metrics`).
 Budgets are epochs (``--epochs``, ``--pgcn-epochs GENERATOR COMPARATOR``); ``--generator-weights`` starts Pgcn
 from a generator pretrained on a pool without the tested patterns (``python -m anomalib_surface.models.pgcn.pretrain``).
 
-Run: ``python -m benchmarks.pgcn_study [--material cloth --patterns woven plaid motif] [--seeds 0 1 2]``.
-Output (``--output``, default ``benchmarks/output/pgcn_study``): ``results.md`` (also printed), ``results.csv``,
-``results.json``.
+Run: ``python -m benchmarks.pgcn_study [--material cloth --patterns woven plaid motif] [--seeds 0 1 2]``; slices run
+apart (say one ``--output`` per seed) make one study with ``--merge DIR [DIR ...]`` (no fit, tables over their
+``results.json``). Output (``--output``, default ``benchmarks/output/pgcn_study``): ``results.md`` (also printed),
+``results.csv``, ``results.json``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import shlex
 import statistics
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,8 +208,8 @@ def study_records(entry: Entry, args: argparse.Namespace, pattern: str, seed: in
     """One record per variant and test pattern of ``entry`` fitted on ``pattern``; failures become ``failed`` records."""
     args = argparse.Namespace(**{**vars(args), "seed": seed})
     tests = [
-        (entry.name + variant.suffix, variant, pattern_category(args.material, pattern, test_pattern))
-        for variant, test_pattern in itertools.product(VARIANTS[entry.model], args.patterns)
+        (entry.name + variant.suffix, variant, pattern_category(args.material, pattern, tested_pattern))
+        for variant, tested_pattern in itertools.product(VARIANTS[entry.model], args.patterns)
     ]
     records = [Record(entry=name, model=entry.model, category=category, status="failed") for name, _, category in tests]
     for record in records:
@@ -257,6 +257,11 @@ def training_pattern(category: str) -> str:
     return category.split("/", 1)[1].split("_to_")[0]
 
 
+def tested_pattern(category: str) -> str:
+    """The pattern a :func:`pattern_category` is tested on."""
+    return category.split("/", 1)[1].split("_to_")[-1]
+
+
 def metric_by_pair(records: list[Record], entry: str, key: str) -> dict[tuple[int, str, str], float]:
     """``key`` of ``entry``'s ok records by (seed, training pattern, category)."""
     return {
@@ -302,8 +307,12 @@ def claim_table(records: list[Record]) -> str:
     return "\n".join(lines)
 
 
-def markdown(records: list[Record], args: argparse.Namespace, env: dict[str, Any], command: str) -> str:
-    """The study's tables: same vs cross pattern means, then image AUROC, pixel AUROC and AUPRO per pattern pair."""
+def markdown(records: list[Record], args: argparse.Namespace, command: str, env: dict[str, Any],
+             sources: Sequence[report.Source] = ()) -> str:
+    """The study's tables: same vs cross pattern means, then image AUROC, pixel AUROC and AUPRO per pattern pair.
+
+    ``args``: patterns, seeds, material, image size, epochs and Pgcn's options; ``sources``: the runs merged.
+    """
     same = [record for record in records if not is_cross_pattern(record)]
     cross = [record for record in records if is_cross_pattern(record)]
     patterns, seeds = len(args.patterns), len(args.seeds)
@@ -311,7 +320,8 @@ def markdown(records: list[Record], args: argparse.Namespace, env: dict[str, Any
     ratio = pgcn.init_args["generator_ratio"]
     phase_epochs = PhaseSchedule({"generator": ratio, "comparator": 1 - ratio}).epochs(pgcn.max_epochs).values()
     sections = [
-        *report.study_header("Pgcn vs Patchcore across patterns; BidirectionalIntersection on vs off", command, env),
+        *report.study_header("Pgcn vs Patchcore across patterns; BidirectionalIntersection on vs off",
+                             command, env, sources),
         f"Patterns {', '.join(args.patterns)} of material `{args.material}`, seeds {', '.join(map(str, args.seeds))}, "
         f"{args.image_size} px, Pgcn {'+'.join(map(str, phase_epochs))} epochs "
         f"(generator weights: {args.generator_weights or 'random'}), other models {args.epochs} epochs; "
@@ -328,12 +338,19 @@ def markdown(records: list[Record], args: argparse.Namespace, env: dict[str, Any
     return "\n\n".join(sections) + "\n"
 
 
+def write_results(records: list[Record], args: argparse.Namespace, command: str, env: dict[str, Any],
+                  sources: Sequence[report.Source] = ()) -> str:
+    """``results.json`` and ``results.csv`` (:func:`benchmarks.report.write_tables`) and the study's ``results.md``."""
+    report.write_tables(records, env, Path(args.output), "Pgcn study", command, sources)
+    text = markdown(records, args, command, env, sources)
+    (Path(args.output) / "results.md").write_text(text)
+    return text
+
+
 def run_study(args: argparse.Namespace) -> list[Record]:
     """Fit every entry on every pattern and seed, test on every pattern and variant; write and print the tables."""
     from tqdm import tqdm
 
-    output = Path(args.output)
-    command = "python -m benchmarks.pgcn_study " + shlex.join(sys.argv[1:])
     env = report.environment(args.seeds, args.accelerator)
     entries = [
         entry
@@ -342,12 +359,29 @@ def run_study(args: argparse.Namespace) -> list[Record]:
     ]
     records: list[Record] = []
     jobs = list(itertools.product(args.seeds, args.patterns, entries))
+    text = ""
     for seed, pattern, entry in tqdm(jobs, desc="pgcn study", unit="fit"):
         records += study_records(entry, args, pattern, seed)
-        report.write_tables(records, env, output, "Pgcn study", command)
-    text = markdown(records, args, env, command)
-    (output / "results.md").write_text(text)
+        text = write_results(records, args, args.command, env)
     print(text)
+    return records
+
+
+def merge(args: argparse.Namespace) -> list[Record]:
+    """The study's outputs in ``args.output`` over the records of the runs in ``args.merge`` (no fit)."""
+    merged = report.merge_runs(args.merge, "records",
+                               lambda row: (row["entry"], row["category"], row["metrics"].get("seed")))
+    records = [Record(**row) for row in merged.rows]
+    seeds = list(dict.fromkeys(record.metrics.get("seed") for record in records))
+    shared = ("root", "material", "image_size", "epochs", "pgcn_epochs", "generator_weights", "batch_size",
+              "pretrained")
+    options = argparse.Namespace(
+        **merged.options(parse_args, shared),
+        patterns=list(dict.fromkeys(
+            pattern(record.category) for record in records for pattern in (training_pattern, tested_pattern))),
+        seeds=seeds, output=args.output,
+    )
+    print(write_results(records, options, args.command, merged.environment(seeds), merged.sources))
     return records
 
 
@@ -370,17 +404,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false")
     parser.add_argument("--output", default="benchmarks/output/pgcn_study")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    report.add_merge_option(parser)
     args = parser.parse_args(argv)
     if len(set(args.patterns)) < 2:  # noqa: PLR2004
         parser.error(f"--patterns needs at least two different patterns, got {args.patterns}.")
     args.data = "TextureFolder"
     args.seed = args.seeds[0]  # of the datamodules built outside a fit; each fit uses its own seed
+    args.command = report.command_line("benchmarks.pgcn_study", argv)
     return args
 
 
 def main(argv: list[str] | None = None) -> list[Record]:
-    """Parse the options, install the offline backbone weights when pretrained, run the study."""
+    """Parse the options, install the offline backbone weights when pretrained, run the study; or merge runs."""
     args = parse_args(argv)
+    if args.merge:
+        return merge(args)
     use_offline_weights(pretrained=args.pretrained)
     return run_study(args)
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import json
 import os
 import platform
+import shlex
+import sys
 from collections import defaultdict
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +70,149 @@ def environment(seeds: list[int], device: str) -> dict[str, Any]:
     }
 
 
-def study_header(title: str, command: str, env: dict[str, Any]) -> list[str]:
-    """The first Markdown sections of a study's results: its title, the command that made them, the environment."""
-    return [f"## {title}", f"Command: `{command}`", "Environment: " + ", ".join(f"{key} {value}" for key, value in env.items())]
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One run merged into a study's tables: its ``--output`` folder, the command and environment it stored."""
+
+    directory: str
+    command: str
+    environment: dict[str, Any]
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command that reproduces a run of ``python -m module`` with ``argv`` (default: this process's arguments)."""
+    return f"python -m {module} " + shlex.join(sys.argv[1:] if argv is None else argv)
+
+
+def stored_arguments(command: str) -> list[str]:
+    """The arguments of a stored :func:`command_line` (what follows ``python -m module``)."""
+    words = shlex.split(command)
+    if words[:2] != ["python", "-m"] or len(words) < 3:  # noqa: PLR2004
+        msg = f"--merge: cannot read the options of the stored command {command!r}; expected 'python -m <module> ...'."
+        raise ValueError(msg)
+    return words[3:]
+
+
+def add_merge_option(parser: argparse.ArgumentParser) -> None:
+    """``--merge DIR [DIR ...]``: no fit, the study's tables over the ``results.json`` of runs (slices of one study)."""
+    parser.add_argument(
+        "--merge", nargs="+", default=None, metavar="DIR",
+        help="fit nothing: write the study's tables into --output from the results.json in these runs' --output "
+             "folders (slices of one study, e.g. one per seed), rows in the order given",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class MergedRuns:
+    """The rows of several runs of one study, in the order the runs were given, and where they come from."""
+
+    rows: list[dict[str, Any]]
+    sources: list[Source]
+
+    def options(self, parse: Callable[[list[str]], argparse.Namespace], names: Sequence[str]) -> dict[str, Any]:
+        """The values of options ``names`` in the runs' stored commands (parsed by the study's ``parse``).
+
+        Runs that differ in one of them (say ``--epochs``) do not make one study: that is an error naming both runs.
+        """
+        values: dict[str, tuple[Any, str]] = {}
+        for source in self.sources:
+            parsed = vars(parse(stored_arguments(source.command)))
+            for name in names:
+                first, directory = values.setdefault(name, (parsed[name], source.directory))
+                if parsed[name] != first:
+                    msg = (f"--merge: the runs differ in --{name.replace('_', '-')}: {first!r} in {directory}, "
+                           f"{parsed[name]!r} in {source.directory}; only runs of one study can be merged.")
+                    raise ValueError(msg)
+        return {name: value for name, (value, _) in values.items()}
+
+    def environment(self, seeds: list[int]) -> dict[str, Any]:
+        """The first run's environment with the seeds of all the merged rows."""
+        return {**self.sources[0].environment, "seeds": seeds}
+
+
+def merge_runs(directories: Sequence[str | Path], field: str, key: Callable[[dict[str, Any]], Hashable]) -> MergedRuns:
+    """The rows (list ``field`` of each ``DIR/results.json``) of ``directories`` concatenated in the order given.
+
+    ``key`` is a row's identity (entry, category, seed...): a row found twice is an error naming both files, as is
+    a missing file, a file without ``field`` and a merged file (merge the runs it lists instead).
+    """
+    rows: list[dict[str, Any]] = []
+    sources: list[Source] = []
+    seen: dict[Hashable, Path] = {}
+    for directory in map(Path, directories):
+        path = directory / "results.json"
+        if not path.is_file():
+            msg = f"--merge: {path} does not exist; expected the results.json that a run writes into its --output."
+            raise FileNotFoundError(msg)
+        data = json.loads(path.read_text())
+        if "sources" in data:
+            msg = f"--merge: {path} is itself a merge; merge the runs it lists instead."
+            raise ValueError(msg)
+        if not isinstance(data.get(field), list):
+            msg = f"--merge: {path} has no '{field}' list; expected the results.json of a run of this study."
+            raise ValueError(msg)
+        for row in data[field]:
+            identity = key(row)
+            if identity in seen:
+                msg = f"--merge: the row {identity} is in both {seen[identity]} and {path}."
+                raise ValueError(msg)
+            seen[identity] = path
+            rows.append(row)
+        sources.append(Source(str(directory), data["command"], data["environment"]))
+    return MergedRuns(rows, sources)
+
+
+def environment_differences(sources: Sequence[Source]) -> dict[str, list[Any]]:
+    """Environment entries (other than the seeds) whose values differ between ``sources``: their values, run by run."""
+    keys = dict.fromkeys(key for source in sources for key in source.environment if key != "seeds")
+    values = {key: [source.environment.get(key) for source in sources] for key in keys}
+    return {key: column for key, column in values.items() if any(value != column[0] for value in column)}
+
+
+def study_header(title: str, command: str, env: dict[str, Any], sources: Sequence[Source] = ()) -> list[str]:
+    """The first Markdown sections of a study's results: its title, the command that made them, the environment.
+
+    For a merge (``sources``), also each merged run's folder and command, and the environment entries that differ.
+    """
+    if not sources:
+        return [f"## {title}", f"Command: `{command}`", "Environment: " + environment_text(env)]
+    differences = environment_differences(sources)
+    lines = [
+        f"## {title} (merged from {len(sources)} runs)",
+        f"Command: `{command}`",
+        "Merged runs (in this order):\n\n"
+        + "\n".join(f"- `{source.directory}`: `{source.command}`" for source in sources),
+        "Environment (of the first run): " + environment_text(env),
+    ]
+    if differences:
+        lines.append("The runs' environments differ: " + "; ".join(
+            f"{key} " + " / ".join(map(str, column)) for key, column in differences.items()))
+    return lines
+
+
+def environment_text(env: dict[str, Any]) -> str:
+    """``key value, key value, ...`` of an :func:`environment`."""
+    return ", ".join(f"{key} {value}" for key, value in env.items())
+
+
+def write_json(
+    output: Path, command: str, env: dict[str, Any], field: str, rows: list[Any], sources: Sequence[Source] = (),
+) -> None:
+    """``output/results.json``: the command, the environment, the merged runs (if any) and the rows under ``field``."""
+    output.mkdir(parents=True, exist_ok=True)
+    merged = {"sources": [dataclasses.asdict(source) for source in sources]} if sources else {}
+    data = {"command": command, "environment": env, **merged, field: rows}
+    (output / "results.json").write_text(json.dumps(data, indent=1))
+
+
+def write_study(  # noqa: PLR0913 - what results.json holds, and the text
+    output: Path, command: str, env: dict[str, Any], field: str, rows: list[Any], text: str,
+    sources: Sequence[Source] = (),
+) -> str:
+    """A study's ``results.json`` (:func:`write_json`) and ``results.md`` (``text``) in ``output``; returns ``text``."""
+    write_json(output, command, env, field, rows, sources)
+    (output / "results.md").write_text(text)
+    return text
 
 
 def flat(record: Record) -> dict[str, Any]:
@@ -129,27 +273,29 @@ def per_category_table(records: list[Record], keys: tuple[str, ...] = ("image_AU
     return "\n".join(lines)
 
 
-def write_tables(records: list[Record], env: dict[str, Any], output: Path, title: str, command: str) -> str:
-    """Write ``results.json``, ``results.csv`` and ``results.md`` into ``output``; return the Markdown."""
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "results.json").write_text(
-        json.dumps({"environment": env, "command": command, "records": [dataclasses.asdict(r) for r in records]}, indent=2),
-    )
+def write_csv(records: list[Record], output: Path) -> None:
+    """``output/results.csv``: one :func:`flat` row per record."""
     rows = [flat(record) for record in records]
     with (output / "results.csv").open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else ["entry"])
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_tables(
+    records: list[Record], env: dict[str, Any], output: Path, title: str, command: str, sources: Sequence[Source] = (),
+) -> str:
+    """Write ``results.json``, ``results.csv`` and ``results.md`` into ``output``; return the Markdown."""
     markdown = (
-        f"## {title}\n\nCommand: `{command}`\n\nEnvironment: "
-        + ", ".join(f"{key} {value}" for key, value in env.items())
+        "\n\n".join(study_header(title, command, env, sources))
         + "\n\nMeans over categories (metrics in %):\n\n"
         + markdown_table(records)
         + "\n\nPer category:\n\n"
         + per_category_table(records)
         + "\n"
     )
-    (output / "results.md").write_text(markdown)
+    write_study(output, command, env, "records", [dataclasses.asdict(record) for record in records], markdown, sources)
+    write_csv(records, output)
     return markdown
 
 

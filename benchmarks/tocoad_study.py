@@ -12,17 +12,16 @@ per (category, seed) with 95 % t intervals and a plain verdict, and per epoch th
 (D's AP on held-out synthetic anomalies, the bank's nearest-neighbour gap, each stage-2 term's gradient norm on F).
 
 Run: ``python -m benchmarks.tocoad_study --seeds 0 1 2 [--categories brick cloth/woven washer]
-[--backbones pretrained random] [--epochs 11] [--variants ...]``. Output (``--output``, default
-``benchmarks/output/tocoad_study``): ``results.md`` (also printed), ``results.json`` (records and histories).
+[--backbones pretrained random] [--epochs 11] [--variants ...]``; slices run apart (say one ``--output`` per seed)
+make one study with ``--merge DIR [DIR ...]`` (no fit, tables over their ``results.json``). Output (``--output``,
+default ``benchmarks/output/tocoad_study``): ``results.md`` (also printed), ``results.json`` (records and histories).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import shlex
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,10 +150,11 @@ def history_table(rows: list[dict[str, Any]], backbone: str) -> str:
     return "\n".join(lines)
 
 
-def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, env: dict[str, Any], command: str) -> str:
-    """Every table of the study, per backbone."""
+def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, env: dict[str, Any],
+             sources: Sequence[report.Source] = ()) -> str:
+    """Every table of the study, per backbone (``args``: categories, image size, seeds, epochs, backbones)."""
     sections = [
-        *report.study_header("Tocoad: stage 2 vs frozen features vs Patchcore", command, env),
+        *report.study_header("Tocoad: stage 2 vs frozen features vs Patchcore", command, env, sources),
         f"SurfaceDemo {', '.join(args.categories)}, {args.image_size} px, seeds {', '.join(map(str, args.seeds))}; "
         f"every Tocoad row {args.epochs} epochs; metrics on raw scores and maps, in %.",
     ]
@@ -170,12 +170,18 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, env: dict[str
     return "\n\n".join(sections) + "\n"
 
 
+def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, env: dict[str, Any],
+                  sources: Sequence[report.Source] = ()) -> str:
+    """Write ``results.json`` (records and histories) and ``results.md`` into ``args.output``; return the text."""
+    text = markdown(rows, args, command, env, sources)
+    return report.write_study(Path(args.output), command, env, "runs", rows, text, sources)
+
+
 def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Fit and test every entry for every backbone, category and seed; write the tables after each run."""
     from tqdm import tqdm
 
     output = Path(args.output)
-    command = "python -m benchmarks.tocoad_study " + shlex.join(sys.argv[1:])
     env = report.environment(args.seeds, args.accelerator)
     rows: list[dict[str, Any]] = []
     jobs = [
@@ -185,6 +191,7 @@ def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:
         for seed in args.seeds
         for entry in study_entries(backbone == "pretrained", args.epochs, args.variants)
     ]
+    text = ""
     for backbone, category, seed, entry in tqdm(jobs, desc="tocoad study", unit="fit"):
         history = EpochHistory()
         datamodule = build_datamodule(args, category, seed)
@@ -193,12 +200,23 @@ def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:
                               args.epochs, progress=args.progress, accelerator=args.accelerator, timing=False,
                               callbacks=[history])
         rows.append({"backbone": backbone, **dataclasses.asdict(record), "history": history.history})
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "results.json").write_text(json.dumps({"command": command, "environment": env, "runs": rows}, indent=1))
-    text = markdown(rows, args, env, command)
-    (output / "results.md").write_text(text)
+        text = write_results(rows, args, args.command, env)
     print(text)
     return rows
+
+
+def merge(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The study's outputs in ``args.output`` over the rows of the runs in ``args.merge`` (no fit)."""
+    merged = report.merge_runs(args.merge, "runs",
+                               lambda row: (row["backbone"], row["entry"], row["category"], row["seed"]))
+    seeds = list(dict.fromkeys(row["seed"] for row in merged.rows))
+    options = argparse.Namespace(
+        **merged.options(parse_args, ("image_size", "epochs", "batch_size")),
+        categories=list(dict.fromkeys(row["category"] for row in merged.rows)),
+        backbones=list(dict.fromkeys(row["backbone"] for row in merged.rows)), seeds=seeds, output=args.output,
+    )
+    print(write_results(merged.rows, options, args.command, merged.environment(seeds), merged.sources))
+    return merged.rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -214,14 +232,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--output", default="benchmarks/output/tocoad_study")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    report.add_merge_option(parser)
     args = parser.parse_args(argv)
     args.data, args.root = "SurfaceDemo", None
+    args.command = report.command_line("benchmarks.tocoad_study", argv)
     return args
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    """Parse the options, install the offline backbone weights, run the study."""
+    """Parse the options, install the offline backbone weights, run the study; or merge runs."""
     args = parse_args(argv)
+    if args.merge:
+        return merge(args)
     use_offline_weights(pretrained="pretrained" in args.backbones)
     return run_study(args)
 

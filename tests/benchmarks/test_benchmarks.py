@@ -131,7 +131,7 @@ def test_pgcn_study_builds_its_entries_datamodules_and_tables(tmp_path: Path, mo
         "| model | woven | woven → plaid |",
         "| Pgcn | 50.0 | 50.0 |",
     ]
-    markdown = pgcn_study.markdown(records, args, {"seed": 0}, "python -m benchmarks.pgcn_study")
+    markdown = pgcn_study.markdown(records, args, "python -m benchmarks.pgcn_study", {"seed": 0})
     same_table, cross_table = markdown.split("### Cross pattern")[0], markdown.split("### Cross pattern")[1]
     assert "| Pgcn | 50.0 |" in same_table and "| Pgcn | 50.0 |" in cross_table
 
