@@ -224,10 +224,9 @@ def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
 def merge(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The study's outputs in ``args.output`` over the rows of the runs in ``args.merge`` (no fit)."""
     merged = report.merge_runs(args.merge, "runs", lambda row: (row["variant"], row["category"], row["seed"]))
-    seeds = list(dict.fromkeys(row["seed"] for row in merged.rows))
-    settings = merged.options(parse_args, ("category", "image_size", "epochs", "batch_size", "held_out", "data_seed"))
-    options = argparse.Namespace(**settings, seeds=seeds, output=args.output)
-    print(write_results(merged.rows, options, args.command, merged.environment(seeds), merged.sources))
+    shared = ("category", "image_size", "epochs", "batch_size", "held_out", "data_seed")
+    options = merged.options(parse_args, shared, seeds=merged.unique("seed"), output=args.output)
+    print(write_results(merged.rows, options, args.command, merged.environment(options.seeds), merged.sources))
     return merged.rows
 
 

@@ -372,16 +372,12 @@ def merge(args: argparse.Namespace) -> list[Record]:
     merged = report.merge_runs(args.merge, "records",
                                lambda row: (row["entry"], row["category"], row["metrics"].get("seed")))
     records = [Record(**row) for row in merged.rows]
-    seeds = list(dict.fromkeys(record.metrics.get("seed") for record in records))
     shared = ("root", "material", "image_size", "epochs", "pgcn_epochs", "generator_weights", "batch_size",
               "pretrained")
-    options = argparse.Namespace(
-        **merged.options(parse_args, shared),
-        patterns=list(dict.fromkeys(
-            pattern(record.category) for record in records for pattern in (training_pattern, tested_pattern))),
-        seeds=seeds, output=args.output,
-    )
-    print(write_results(records, options, args.command, merged.environment(seeds), merged.sources))
+    patterns = [pattern(record.category) for record in records for pattern in (training_pattern, tested_pattern)]
+    options = merged.options(parse_args, shared, patterns=list(dict.fromkeys(patterns)), output=args.output,
+                             seeds=list(dict.fromkeys(record.metrics.get("seed") for record in records)))
+    print(write_results(records, options, args.command, merged.environment(options.seeds), merged.sources))
     return records
 
 

@@ -109,10 +109,18 @@ class MergedRuns:
     rows: list[dict[str, Any]]
     sources: list[Source]
 
-    def options(self, parse: Callable[[list[str]], argparse.Namespace], names: Sequence[str]) -> dict[str, Any]:
-        """The values of options ``names`` in the runs' stored commands (parsed by the study's ``parse``).
+    def unique(self, field: str) -> list[Any]:
+        """The values of ``field`` in the rows, each once, in the order they first appear (seeds, categories...)."""
+        return list(dict.fromkeys(row[field] for row in self.rows))
 
-        Runs that differ in one of them (say ``--epochs``) do not make one study: that is an error naming both runs.
+    def options(
+        self, parse: Callable[[list[str]], argparse.Namespace], names: Sequence[str], **from_rows: Any,  # noqa: ANN401
+    ) -> argparse.Namespace:
+        """Options ``names`` as the runs' stored commands give them (parsed by the study's ``parse``),
+        plus ``from_rows``.
+
+        Runs that differ in one of ``names`` (say ``--epochs``) do not make one study: that is an error naming both
+        runs. The options that slice a study (seeds, categories, variants) come from the rows: ``from_rows``.
         """
         values: dict[str, tuple[Any, str]] = {}
         for source in self.sources:
@@ -123,7 +131,7 @@ class MergedRuns:
                     msg = (f"--merge: the runs differ in --{name.replace('_', '-')}: {first!r} in {directory}, "
                            f"{parsed[name]!r} in {source.directory}; only runs of one study can be merged.")
                     raise ValueError(msg)
-        return {name: value for name, (value, _) in values.items()}
+        return argparse.Namespace(**{name: value for name, (value, _) in values.items()}, **from_rows)
 
     def environment(self, seeds: list[int]) -> dict[str, Any]:
         """The first run's environment with the seeds of all the merged rows."""

@@ -209,13 +209,9 @@ def merge(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The study's outputs in ``args.output`` over the rows of the runs in ``args.merge`` (no fit)."""
     merged = report.merge_runs(args.merge, "runs",
                                lambda row: (row["backbone"], row["entry"], row["category"], row["seed"]))
-    seeds = list(dict.fromkeys(row["seed"] for row in merged.rows))
-    options = argparse.Namespace(
-        **merged.options(parse_args, ("image_size", "epochs", "batch_size")),
-        categories=list(dict.fromkeys(row["category"] for row in merged.rows)),
-        backbones=list(dict.fromkeys(row["backbone"] for row in merged.rows)), seeds=seeds, output=args.output,
-    )
-    print(write_results(merged.rows, options, args.command, merged.environment(seeds), merged.sources))
+    options = merged.options(parse_args, ("image_size", "epochs", "batch_size"), categories=merged.unique("category"),
+                             backbones=merged.unique("backbone"), seeds=merged.unique("seed"), output=args.output)
+    print(write_results(merged.rows, options, args.command, merged.environment(options.seeds), merged.sources))
     return merged.rows
 
 
