@@ -208,8 +208,8 @@ def study_records(entry: Entry, args: argparse.Namespace, pattern: str, seed: in
     """One record per variant and test pattern of ``entry`` fitted on ``pattern``; failures become ``failed`` records."""
     args = argparse.Namespace(**{**vars(args), "seed": seed})
     tests = [
-        (entry.name + variant.suffix, variant, pattern_category(args.material, pattern, tested_pattern))
-        for variant, tested_pattern in itertools.product(VARIANTS[entry.model], args.patterns)
+        (entry.name + variant.suffix, variant, pattern_category(args.material, pattern, test_pattern))
+        for variant, test_pattern in itertools.product(VARIANTS[entry.model], args.patterns)
     ]
     records = [Record(entry=name, model=entry.model, category=category, status="failed") for name, _, category in tests]
     for record in records:
