@@ -90,6 +90,11 @@ class AnomalibImportWatcher:
         return None
 
 
+def watcher_wanted() -> bool:
+    """Whether a watcher should be installed now: the hook is switched on and none is on ``sys.meta_path`` yet."""
+    return not autoload_disabled() and not any(isinstance(finder, AnomalibImportWatcher) for finder in sys.meta_path)
+
+
 def take_over(placeholder: object, fullname: str, path: object, target: object = None) -> object:
     """Answer the first anomalib lookup for the ``.pth`` line's placeholder finder, which imports nothing at start-up.
 
@@ -98,7 +103,7 @@ def take_over(placeholder: object, fullname: str, path: object, target: object =
     an :class:`AnomalibImportWatcher` (replaced in place: the import system is iterating that list right now) and
     the lookup is answered through it; otherwise the placeholder stays, inert.
     """
-    if autoload_disabled() or any(isinstance(finder, AnomalibImportWatcher) for finder in sys.meta_path):
+    if not watcher_wanted():
         return None
     watcher = AnomalibImportWatcher()
     if placeholder in sys.meta_path:
@@ -114,7 +119,7 @@ def install() -> None:
     The entry point of the ``.start`` file (Python 3.15+) and of code that wants the hook at once; the ``.pth``
     line (older Pythons) defers it to the first anomalib import through :func:`take_over`.
     """
-    if autoload_disabled() or any(isinstance(finder, AnomalibImportWatcher) for finder in sys.meta_path):
+    if not watcher_wanted():
         return
     watcher = AnomalibImportWatcher()
     sys.meta_path.insert(0, watcher)

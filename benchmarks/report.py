@@ -64,6 +64,7 @@ def environment(seeds: list[int], device: str) -> dict[str, Any]:
         "anomalib": anomalib.__version__,
         "anomalib_surface": anomalib_surface.__version__,
         "device": device,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "seeds": seeds,
