@@ -95,6 +95,10 @@ def test_pgcn_study_builds_its_entries_datamodules_and_tables(tmp_path: Path, mo
     assert pgcn_study.parse_args([]).patterns == ["woven", "plaid", "motif"]
     with pytest.raises(SystemExit):
         pgcn_study.parse_args(["--patterns", "woven", "woven"])
+    assert pgcn_study.parse_args([]).train_patterns is None  # every pattern is a training pattern
+    assert pgcn_study.parse_args(["--train-patterns", "plaid"]).train_patterns == ["plaid"]
+    with pytest.raises(SystemExit):
+        pgcn_study.parse_args(["--patterns", "woven", "plaid", "--train-patterns", "motif"])
 
     pgcn, patchcore = pgcn_study.study_entries(pre_trained=False)
     assert (pgcn.model, patchcore.model) == ("Pgcn", "Patchcore")
@@ -134,6 +138,7 @@ def test_pgcn_study_builds_its_entries_datamodules_and_tables(tmp_path: Path, mo
     markdown = pgcn_study.markdown(records, args, "python -m benchmarks.pgcn_study", {"seed": 0})
     same_table, cross_table = markdown.split("### Cross pattern")[0], markdown.split("### Cross pattern")[1]
     assert "| Pgcn | 50.0 |" in same_table and "| Pgcn | 50.0 |" in cross_table
+    assert "each model: Pgcn 1)" in same_table and "each model: Pgcn 2)" in markdown.split("### Cross pattern")[1]
 
 
 def test_pgcn_study_pairs_differences_by_seed_and_pattern() -> None:
