@@ -194,11 +194,11 @@ def ranking_metrics(engine: Any, model: AnomalibModule, datamodule: Any) -> dict
     switched off, and :func:`benchmarks.protocol.raw_map_metrics` rescales scores and maps over the whole test set.
     """
     post_processor = model.post_processor
-    post_processor.enable_normalization = False
+    normalised, post_processor.enable_normalization = post_processor.enable_normalization, False
     try:
         predictions = engine.predict(model, datamodule=datamodule, return_predictions=True)
     finally:
-        post_processor.enable_normalization = True
+        post_processor.enable_normalization = normalised
     _, masks, labels = test_set(datamodule)
     scores = torch.cat([batch.pred_score.reshape(-1) for batch in predictions]).float().numpy()
     maps = torch.cat([batch.anomaly_map.reshape(-1, *masks.shape[-2:]) for batch in predictions]).float().numpy()

@@ -192,3 +192,6 @@ def test_pgcn_study_ranks_unnormalised_outputs_without_saturation() -> None:
     assert seen == [False] and post_processor.enable_normalization
     assert metrics["image_AUROC"] == pytest.approx(1.0)
     assert metrics["pixel_AUROC"] == pytest.approx(1.0)
+    post_processor.enable_normalization = False  # a variant that predicts unnormalised stays so
+    pgcn_study.ranking_metrics(SimpleNamespace(predict=predict), SimpleNamespace(post_processor=post_processor), datamodule)
+    assert seen == [False, False] and post_processor.enable_normalization is False
