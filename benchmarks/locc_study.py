@@ -158,6 +158,23 @@ def data_args(args: argparse.Namespace, data: str) -> argparse.Namespace:
     return argparse.Namespace(data=data, root=None, image_size=args.image_size, batch_size=args.batch_size, seeds=args.seeds)
 
 
+def per_category(rows: list[dict[str, Any]]) -> str:
+    """Pixel AUROC per data kind, model and category (mean over seeds), with the IMM's mean rotation error."""
+    categories = list(dict.fromkeys(row["category"] for row in rows))
+    lines = ["| data | model | " + " | ".join(f"{category} px AUROC (rotation error °)" for category in categories) + " |",
+             "|---|---|" + "---:|" * len(categories)]
+    for data, name in dict.fromkeys((row["data"], row["entry"]) for row in rows):
+        cells = []
+        for category in categories:
+            ok = [row for row in rows if (row["data"], row["entry"], row["category"]) == (data, name, category)
+                  and row["status"] == "ok"]
+            rotation = [row["alignment"]["rotation_deg"] for row in ok if row.get("alignment")]
+            cells.append((f"{100 * np.mean([row['raw_metrics']['pixel_AUROC'] for row in ok]):.1f}" if ok else "–")
+                         + (f" ({np.mean(rotation):.1f})" if rotation else ""))
+        lines.append(f"| {data if data == ALIGNED else 'RTO'} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def summary(rows: list[dict[str, Any]]) -> str:
     """Per data kind and model: metrics mean ± std over the units, ms per image, alignment error; then the claims."""
     lines = ["| data | model | units | px AUROC | px AP | ms/img (batch 1) | rotation error ° (p95) | translation error px (p95) |",
@@ -193,6 +210,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str,
         f"seeds {', '.join(map(str, args.seeds))}; Locc: {args.imm_epochs} alignment + 1 + {args.alm_epochs} localisation "
         "epochs. Pixel metrics on raw maps in %, mean ± std over (category, seed) units; paired differences in points.",
         summary(rows),
+        "Per category (mean over seeds):",
+        per_category(rows),
     ]) + "\n"
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.locc_study import alignment_errors, pixel_matrix, rto_pixel_matrix
+from benchmarks.locc_study import alignment_errors, per_category, pixel_matrix, rto_pixel_matrix
 from anomalib_surface.data.rto_variant import RtoTransform
 from anomalib_surface.models.locc.spatial_transformer import rigid_matrix, warp
 
@@ -50,3 +50,16 @@ def test_true_alignment_warps_an_rto_image_onto_the_template_and_scores_zero_err
     np.testing.assert_allclose(translation, 0.0, atol=1e-6)
     rotation, _ = alignment_errors(torch.zeros(1, 3), [image_t], template_t, SIZE, SIZE)  # no alignment at all
     assert rotation[0] == pytest.approx(19.0, abs=1e-4)
+
+
+def test_per_category_table_means_pixel_auroc_over_seeds_with_the_rotation_error() -> None:
+    def row(entry: str, data: str, category: str, seed: int, auroc: float, rotation: float | None = None) -> dict:
+        return {"data": data, "entry": entry, "category": category, "seed": seed, "status": "ok",
+                "raw_metrics": {"pixel_AUROC": auroc}, **({"alignment": {"rotation_deg": rotation}} if rotation else {})}
+
+    rows = [row("Locc +IMM +DGM", "MadRto", "washer", 0, 0.6, 10.0), row("Locc +IMM +DGM", "MadRto", "washer", 1, 0.8, 12.0),
+            row("Locc +IMM +DGM", "MadRto", "board", 0, 0.9, 1.0), row("Locc map", "SurfaceDemo", "washer", 0, 0.99)]
+    lines = per_category(rows).splitlines()
+    assert lines[0] == "| data | model | washer px AUROC (rotation error °) | board px AUROC (rotation error °) |"
+    assert lines[2] == "| RTO | Locc +IMM +DGM | 70.0 (11.0) | 90.0 (1.0) |"
+    assert lines[3] == "| SurfaceDemo | Locc map | 99.0 | – |"
