@@ -63,3 +63,33 @@ def test_per_category_table_means_pixel_auroc_over_seeds_with_the_rotation_error
     assert lines[0] == "| data | model | washer px AUROC (rotation error °) | board px AUROC (rotation error °) |"
     assert lines[2] == "| RTO | Locc +IMM +DGM | 70.0 (11.0) | 90.0 (1.0) |"
     assert lines[3] == "| SurfaceDemo | Locc map | 99.0 | – |"
+
+
+def test_registration_losses_find_the_rotation_that_an_identity_imm_leaves() -> None:
+    from anomalib_surface.models.locc.torch_model import ImageMatchingModule
+    from benchmarks.locc_registration import registration_losses
+
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, SIZE), torch.linspace(-1, 1, SIZE), indexing="ij")
+    template = torch.stack([torch.exp(-((xs - 0.4) ** 2 + ys**2) * 6), torch.exp(-(xs**2 + (ys + 0.5) ** 2) * 8), (xs + 1) / 2])
+    imm = ImageMatchingModule(channels=(4,))  # zero-initialised output: the identity transform
+    imm.set_template(template)
+    turned = warp(template[None].repeat(2, 1, 1, 1), rigid_matrix(torch.tensor([[0.0, 0.0, math.radians(12)],
+                                                                                 [0.0, 0.0, math.radians(-7)]]), SIZE, SIZE),
+                  padding_mode="border")
+
+    losses = registration_losses(imm, turned, max_angle=20)
+
+    assert losses["extra_rotation"].tolist() == [-12.0, 7.0]  # the turn undone: the loss's minimum
+    assert np.all(losses["at_minimum"] < 0.05 * losses["after"])
+    np.testing.assert_allclose(losses["before"], losses["after"], rtol=1e-5)  # identity IMM: no change
+
+
+def test_registration_check_finds_the_entry_checkpoints_of_a_study_output(tmp_path) -> None:  # noqa: ANN001
+    from benchmarks.locc_registration import checkpoints
+
+    for seed, entry, category in ((0, "Locc +IMM +DGM", "washer"), (1, "Locc +IMM +DGM", "nut"), (0, "Locc -IMM +DGM", "board")):
+        path = tmp_path / f"seed{seed}" / "runs" / entry / "MadRto" / category / "Locc" / "v0" / "weights" / "lightning" / "model.ckpt"
+        path.parent.mkdir(parents=True)
+        path.touch()
+
+    assert [(seed, category) for seed, category, _ in checkpoints(tmp_path, "Locc +IMM +DGM")] == [(0, "washer"), (1, "nut")]
