@@ -24,8 +24,14 @@ Per arm, category and seed it records, on the test set:
 The summary gives paired differences (same category and seed) with 95 % t intervals: CLGAN minus each other arm on
 pixel F1, IoU and AUROC (the claim: > 0), and CLGAN's paper-inference F1 at ``k = 3.0`` minus ``k = 2.0`` (claim: > 0).
 
-Run: ``python -m benchmarks.clgan_study --seeds 0 1 2`` (``--categories``, ``--epochs``, ``--image-size``,
-``--arms``); slices run apart (say one ``--output`` per seed) make one study with ``--merge DIR [DIR ...]`` (no fit,
+**Weights of the two terms.** The paper does not give them. ``--select-weights`` fits CLGAN for every pair
+(``lambda_adv``, ``lambda_nce``) of ``--weight-grid`` (default 0.1, 1, 10) and chooses the pair with the highest mean
+pixel AP of the raw maps on SurfaceDemo's generated validation set (normal and defective images of another seed; no
+test image); the study then runs with ``--lambda-adv`` / ``--lambda-nce`` (default: Clgan's own, 1 and 1), which set
+the term in every arm that has it (``+GAN``, ``+NCE``, CLGAN; clean and corrupted).
+
+Run: ``python -m benchmarks.clgan_study --select-weights --seeds 0``, then ``python -m benchmarks.clgan_study --seeds 0 1 2
+--lambda-adv A --lambda-nce B`` (``--categories``, ``--epochs``, ``--image-size``, ``--arms``); slices run apart (say one ``--output`` per seed) make one study with ``--merge DIR [DIR ...]`` (no fit,
 tables over their ``results.json``). Output (``--output``, default ``benchmarks/output/clgan_study``):
 ``results.md`` (also printed), ``results.json``.
 """
@@ -33,6 +39,7 @@ tables over their ``results.json``). Output (``--output``, default ``benchmarks/
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,23 +49,36 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from anomalib_surface.models import Clgan
 from anomalib_surface.post_processing import DoubleThresholdMorphology
 
 from . import report
 from .protocol import paired_difference, raw_map_metrics
-from .runner import Entry, build_model, metric_values, raw_predictions, test_set, use_offline_weights
+from .runner import Entry, build_model, labelled_set, metric_values, raw_predictions, test_set, use_offline_weights
 from .suites import build_datamodule, clgan_entries
 
 PRESET = {key: value for key, value in clgan_entries(pre_trained=False)[0].init_args.items() if key != "corrupt_inputs"}
 """The benchmark's Clgan CPU preset (networks only)."""
-TERMS = {
-    "L1": {"lambda_ssim": 0.0, "lambda_adv": 0.0, "lambda_nce": 0.0},
-    "+SSIM": {"lambda_adv": 0.0, "lambda_nce": 0.0},
-    "+GAN": {"lambda_nce": 0.0},
-    "+NCE": {"lambda_adv": 0.0},
-    "+GAN+NCE": {},
-}
-"""Loss terms of each ablation (the rest of Clgan's defaults: ``lambda_rec`` 10, SSIM, GAN and NCE weights 1)."""
+WEIGHTS = ("lambda_adv", "lambda_nce")
+"""The weights of the two terms the paper adds; chosen on held-out data (``--select-weights``), the rest fixed."""
+DEFAULT_WEIGHTS = {name: inspect.signature(Clgan).parameters[name].default for name in WEIGHTS}
+"""Clgan's default GAN and NCE weights: the study's weights unless ``--lambda-adv`` / ``--lambda-nce`` say otherwise."""
+TERMS = ("L1", "+SSIM", "+GAN", "+NCE", "+GAN+NCE")
+"""The single-term ablations, each adding one term to the previous row (``+GAN`` and ``+NCE`` add to ``+SSIM``)."""
+
+
+def terms(lambda_adv: float, lambda_nce: float) -> dict[str, dict[str, float]]:
+    """Loss weights of each ablation in :data:`TERMS` with the GAN and NCE terms at ``lambda_adv`` / ``lambda_nce``
+    (the rest of Clgan's defaults: ``lambda_rec`` 10, SSIM weight 1)."""
+    return {
+        "L1": {"lambda_ssim": 0.0, "lambda_adv": 0.0, "lambda_nce": 0.0},
+        "+SSIM": {"lambda_adv": 0.0, "lambda_nce": 0.0},
+        "+GAN": {"lambda_adv": lambda_adv, "lambda_nce": 0.0},
+        "+NCE": {"lambda_adv": 0.0, "lambda_nce": lambda_nce},
+        "+GAN+NCE": {"lambda_adv": lambda_adv, "lambda_nce": lambda_nce},
+    }
+
+
 CLGAN = "CLGAN (+GAN+NCE, clean)"
 BASELINES = {
     "UDCAE (conv AE, L1)": {"generator": "conv_ae", "n_downsampling": 4, "lambda_ssim": 0.0, "lambda_adv": 0.0, "lambda_nce": 0.0},
@@ -69,18 +89,23 @@ FACTORS = tuple(round(2.0 + 0.1 * step, 1) for step in range(11))
 """High factors ``k`` of the paper's Table 4; the low factor is ``k - 1``."""
 SEGMENTATION_KEYS = ("Precision", "Recall", "Accuracy", "F1", "IoU")
 CLAIM_KEYS = ("pixel_F1", "pixel_IoU", "raw_pixel_AUROC")
+SELECTION_KEY = "pixel_AP"
+"""The validation metric by which ``--select-weights`` chooses the GAN and NCE weights (threshold-free)."""
 
 
-def arms() -> dict[str, dict[str, Any]]:
+def arms(lambda_adv: float = DEFAULT_WEIGHTS["lambda_adv"], lambda_nce: float = DEFAULT_WEIGHTS["lambda_nce"]) -> dict[str, dict[str, Any]]:
     """Arm name -> Clgan options (the preset plus the arm's changes), in the order they run: CLGAN, its clean-input
-    ablations, the baselines, then the corrupted-input ablations (a study cut short still has complete pairs)."""
-    result = {CLGAN: {**PRESET, "corrupt_inputs": False}}
-    result |= {f"{name}, clean": {**PRESET, **terms, "corrupt_inputs": False} for name, terms in TERMS.items() if terms}
+    ablations, the baselines, then the corrupted-input ablations (a study cut short still has complete pairs).
+    ``lambda_adv`` / ``lambda_nce``: the weights of the GAN and NCE terms wherever an arm has them."""
+    ablations = terms(lambda_adv, lambda_nce)
+    result = {CLGAN: {**PRESET, **ablations["+GAN+NCE"], "corrupt_inputs": False}}
+    result |= {f"{name}, clean": {**PRESET, **weights, "corrupt_inputs": False} for name, weights in ablations.items()
+               if name != "+GAN+NCE"}
     for name, options in BASELINES.items():
         baseline = {**PRESET, **options, "corrupt_inputs": False}
         baseline.pop("nce_layers")  # no PatchNCE in the baselines
         result[name] = baseline
-    result |= {f"{name}, corrupted": {**PRESET, **terms, "corrupt_inputs": True} for name, terms in TERMS.items()}
+    result |= {f"{name}, corrupted": {**PRESET, **weights, "corrupt_inputs": True} for name, weights in ablations.items()}
     return result
 
 
@@ -134,22 +159,38 @@ def paper_inference(model: LightningModule, images: torch.Tensor, masks: torch.T
     return values
 
 
-def run_arm(name: str, options: dict[str, Any], args: argparse.Namespace, category: str, seed: int) -> dict[str, Any]:
-    """Fit one arm on ``category`` with ``seed``; its metrics (see the module docstring) or its error."""
+def fit_arm(
+    name: str, options: dict[str, Any], args: argparse.Namespace, category: str, seed: int,
+) -> tuple[Any, LightningModule, Any, LossHistory]:
+    """Fit Clgan with ``options`` on ``category`` with ``seed``: the engine, the model, its datamodule and its loss
+    history."""
     from anomalib.engine import Engine
     from lightning.pytorch import seed_everything
 
-    row: dict[str, Any] = {"arm": name, "category": category, "seed": seed}
+    seed_everything(seed, workers=True)
+    model = build_model(Entry(name, "Clgan", options), args.image_size)
+    datamodule = build_datamodule(args, category, seed)
+    history = LossHistory()
+    engine = Engine(
+        accelerator=args.accelerator, devices=1, max_epochs=args.epochs, logger=False, enable_progress_bar=False,
+        default_root_dir=Path(args.output) / "runs" / name / category / f"seed{seed}", callbacks=[history],
+    )
+    engine.fit(model, datamodule=datamodule)
+    return engine, model, datamodule, history
+
+
+def loss_values(history: LossHistory) -> dict[str, float | None]:
+    """The mean training loss and L1 term of the first and last epoch (did training move?)."""
+    first, last = history.epochs[0], history.epochs[-1]
+    return {"loss_first": first.get("train_loss"), "loss_last": last.get("train_loss"),
+            "rec_first": first.get("train_rec_loss"), "rec_last": last.get("train_rec_loss")}
+
+
+def run_arm(name: str, options: dict[str, Any], args: argparse.Namespace, category: str, seed: int) -> dict[str, Any]:
+    """Fit one arm on ``category`` with ``seed``; its metrics (see the module docstring) or its error."""
+    row: dict[str, Any] = {"arm": name, "category": category, "seed": seed, **{key: options[key] for key in WEIGHTS if key in options}}
     try:
-        seed_everything(seed, workers=True)
-        model = build_model(Entry(name, "Clgan", options), args.image_size)
-        datamodule = build_datamodule(args, category, seed)
-        history = LossHistory()
-        engine = Engine(
-            accelerator=args.accelerator, devices=1, max_epochs=args.epochs, logger=False, enable_progress_bar=False,
-            default_root_dir=Path(args.output) / "runs" / name / category / f"seed{seed}", callbacks=[history],
-        )
-        engine.fit(model, datamodule=datamodule)
+        engine, model, datamodule, history = fit_arm(name, options, args, category, seed)
         (results,) = engine.test(model, datamodule=datamodule, verbose=False)
         row |= metric_values(results)
         images, masks, labels = test_set(datamodule)
@@ -157,12 +198,106 @@ def run_arm(name: str, options: dict[str, Any], args: argparse.Namespace, catego
         raw = raw_map_metrics(raw_scores.numpy(), labels.numpy(), raw_maps.numpy(), masks.numpy())
         row |= {f"raw_{key}": value for key, value in raw.items()}
         row |= paper_inference(model, images, masks)
-        row["loss_first"], row["loss_last"] = history.epochs[0].get("train_loss"), history.epochs[-1].get("train_loss")
-        row["rec_first"], row["rec_last"] = history.epochs[0].get("train_rec_loss"), history.epochs[-1].get("train_rec_loss")
+        row |= loss_values(history)
         row["status"] = "ok"
     except Exception as error:  # noqa: BLE001 - a failing arm is reported and the others go on
         row |= {"status": "failed", "error": f"{type(error).__name__}: {error}"}
     return row
+
+
+def run_candidate(weights: dict[str, float], args: argparse.Namespace, category: str, seed: int) -> dict[str, Any]:
+    """Fit CLGAN (clean inputs) with the GAN / NCE ``weights``; its raw-map metrics on the **validation** set
+    (``validation_<metric>``; SurfaceDemo's generated validation images, never a test image) or its error."""
+    row: dict[str, Any] = {**weights, "category": category, "seed": seed}
+    try:
+        options = arms(**weights)[CLGAN]
+        _, model, datamodule, history = fit_arm(f"{CLGAN} {weights}", options, args, category, seed)
+        images, masks, labels = labelled_set(datamodule.val_dataloader())
+        raw_maps, raw_scores = raw_predictions(model, images)
+        raw = raw_map_metrics(raw_scores.numpy(), labels.numpy(), raw_maps.numpy(), masks.numpy())
+        row |= {f"validation_{key}": value for key, value in raw.items()}
+        row |= loss_values(history)
+        row["status"] = "ok"
+    except Exception as error:  # noqa: BLE001 - a failing candidate is reported and the others go on
+        row |= {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+    return row
+
+
+def chosen_weights(rows: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The candidate with the highest mean validation pixel AP over its (category, seed) runs; None if none ran."""
+    scores: dict[tuple[float, ...], list[float]] = {}
+    for row in rows:
+        if row["status"] == "ok":
+            scores.setdefault(tuple(row[name] for name in WEIGHTS), []).append(row[f"validation_{SELECTION_KEY}"])
+    if not scores:
+        return None
+    best = max(scores, key=lambda weights: float(np.mean(scores[weights])))
+    return dict(zip(WEIGHTS, best, strict=True))
+
+
+def selection_markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, env: dict[str, Any]) -> str:
+    """The weight selection's table (mean validation metrics per candidate), its choice and the study's command."""
+    candidates = list(dict.fromkeys(tuple(row[name] for name in WEIGHTS) for row in rows))
+    keys = (SELECTION_KEY, "pixel_AUROC", "image_AUROC")
+    lines = ["| lambda_adv | lambda_nce | runs | " + " | ".join(f"validation {key}" for key in keys) + " | L1 last |",
+             "|---:|---:|---:|" + "---:|" * (len(keys) + 1)]
+    for candidate in candidates:
+        ok = [row for row in rows if tuple(row[name] for name in WEIGHTS) == candidate and row["status"] == "ok"]
+        cells = [percent(float(np.mean([row[f"validation_{key}"] for row in ok])) if ok else None) for key in keys]
+        l1 = f"{np.mean([row['rec_last'] for row in ok]):.3f}" if ok else "–"
+        lines.append(f"| {candidate[0]:g} | {candidate[1]:g} | {len(ok)} | " + " | ".join(cells) + f" | {l1} |")
+    best = chosen_weights(rows)
+    choice = ("no candidate ran." if best is None else
+              f"Chosen (highest mean validation {SELECTION_KEY}): `--lambda-adv {best['lambda_adv']:g} "
+              f"--lambda-nce {best['lambda_nce']:g}`; the study with them: `python -m benchmarks.clgan_study "
+              f"--lambda-adv {best['lambda_adv']:g} --lambda-nce {best['lambda_nce']:g}` (plus the same --categories, "
+              "--epochs, --image-size, --batch-size).")
+    failed = [f"- {row['lambda_adv']:g} / {row['lambda_nce']:g} / {row['category']} / seed {row['seed']}: {row['error']}"
+              for row in rows if row["status"] != "ok"]
+    sections = [
+        *report.study_header("Clgan: GAN and NCE weights chosen on held-out data", command, env),
+        f"CLGAN (clean inputs, every other option as in the study) for each (lambda_adv, lambda_nce) in "
+        f"{list(args.weight_grid)}², on {', '.join(args.categories)}, seeds {', '.join(map(str, args.seeds))}, "
+        f"{args.image_size} px, {args.epochs} epochs, batch {args.batch_size}. Scored on SurfaceDemo's generated "
+        "validation images (normal and defective; no test image), raw maps, in %.",
+        "\n".join(lines),
+        choice,
+    ]
+    if failed:
+        sections += ["Failed:", "\n".join(failed)]
+    return "\n\n".join(sections) + "\n"
+
+
+def select_weights(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Fit CLGAN for every pair of ``--weight-grid`` weights; write ``results.json`` / ``results.md`` after each."""
+    env = report.environment(args.seeds, args.accelerator)
+    rows: list[dict[str, Any]] = []
+    text = ""
+    for adversarial, contrastive in itertools.product(args.weight_grid, repeat=2):
+        for seed, category in itertools.product(args.seeds, args.categories):
+            weights = {"lambda_adv": adversarial, "lambda_nce": contrastive}
+            rows.append(run_candidate(weights, args, category, seed))
+            text = selection_markdown(rows, args, args.command, env)
+            report.write_study(Path(args.output), args.command, env, "selection", rows, text)
+            print(f"{weights} / {category} / seed {seed}: {rows[-1]['status']}", flush=True)
+    print(text)
+    return rows
+
+
+def term_weights(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The GAN and NCE weights of the rows whose arm has the term (None: no such row).
+
+    A study has one weight per term: rows with two (slices run with other ``--lambda-adv`` / ``--lambda-nce``) are an
+    error naming the values. The check reads the rows, so slices of arms without the terms (say ``L1``) merge with
+    any weights."""
+    weights: dict[str, float | None] = {}
+    for name in WEIGHTS:
+        values = sorted({row[name] for row in rows if row.get(name)})
+        if len(values) > 1:
+            msg = f"the rows differ in --{name.replace('_', '-')}: {values}; only runs of one study can be merged."
+            raise ValueError(msg)
+        weights[name] = values[0] if values else None
+    return weights
 
 
 def by_unit(rows: list[dict[str, Any]], arm: str, key: str) -> dict[tuple[str, int], float]:
@@ -209,6 +344,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str,
              sources: Sequence[report.Source] = ()) -> str:
     """The study's tables (``args``: categories, seeds, image size, epochs, batch; ``sources``: the runs merged)."""
     names = [name for name in arms() if name in {row["arm"] for row in rows}]
+    weights = {name: "–" if value is None else f"{value:g}" for name, value in term_weights(rows).items()}
     failed = [f"- {row['arm']} / {row['category']} / seed {row['seed']}: {row['error']}" for row in rows if row["status"] != "ok"]
     own = tuple(f"pixel_{key}" for key in SEGMENTATION_KEYS)
     paper = tuple(f"paper_k3.0_{key}" for key in SEGMENTATION_KEYS)
@@ -216,7 +352,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str,
     sections = [
         *report.study_header("Clgan claim check: ablations and baselines", command, env, sources),
         f"Categories {', '.join(args.categories)}, seeds {', '.join(map(str, args.seeds))}, {args.image_size} px, "
-        f"{args.epochs} epochs per arm (warm-up / full / decay by Clgan's default ratios), batch {args.batch_size}. "
+        f"{args.epochs} epochs per arm (warm-up / full / decay by Clgan's default ratios), batch {args.batch_size}; "
+        f"GAN and NCE weights {weights['lambda_adv']} and {weights['lambda_nce']} wherever an arm has the term. "
         "Metrics in %.",
         "### Paired differences (percentage points; same category and seed; 95 % t interval)",
         claim_table(rows, names),
@@ -246,7 +383,8 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, command:
 def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Fit every arm on every category and seed; write ``results.json`` and ``results.md`` after every fit."""
     env = report.environment(args.seeds, args.accelerator)
-    selected = {name: options for name, options in arms().items() if not args.arms or name in args.arms}
+    selected = {name: options for name, options in arms(args.lambda_adv, args.lambda_nce).items()
+                if not args.arms or name in args.arms}
     rows: list[dict[str, Any]] = []
     text = ""
     for (name, options), seed, category in itertools.product(selected.items(), args.seeds, args.categories):
@@ -260,6 +398,7 @@ def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:
 def merge(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The study's outputs in ``args.output`` over the rows of the runs in ``args.merge`` (no fit)."""
     merged = report.merge_runs(args.merge, "rows", lambda row: (row["arm"], row["category"], row["seed"]))
+    term_weights(merged.rows)  # slices with other GAN / NCE weights are no study
     options = merged.options(parse_args, ("image_size", "epochs", "batch_size"), categories=merged.unique("category"),
                              seeds=merged.unique("seed"), output=args.output)
     print(write_results(merged.rows, options, args.command, merged.environment(options.seeds), merged.sources))
@@ -277,6 +416,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--output", default="benchmarks/output/clgan_study")
+    for name in WEIGHTS:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=DEFAULT_WEIGHTS[name],
+                            help=f"weight of the {'GAN' if name == 'lambda_adv' else 'NCE'} term in every arm that has it "
+                                 "(choose it with --select-weights)")
+    parser.add_argument("--select-weights", action="store_true",
+                        help="fit no arm: fit CLGAN for every (lambda_adv, lambda_nce) pair of --weight-grid and choose "
+                             f"the pair by validation {SELECTION_KEY} (SurfaceDemo's generated validation set)")
+    parser.add_argument("--weight-grid", type=float, nargs="+", default=[0.1, 1.0, 10.0])
     report.add_merge_option(parser)
     args = parser.parse_args(argv)
     unknown = sorted(set(args.arms or ()) - set(arms()))
@@ -293,7 +440,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.merge:
         return merge(args)
     use_offline_weights(pretrained=False)
-    return run_study(args)
+    return select_weights(args) if args.select_weights else run_study(args)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +176,14 @@ def build_model(entry: Entry, image_size: int) -> AnomalibModule:
 
 def test_set(datamodule: AnomalibDataModule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Test images ``[N, 3, H, W]`` in ``[0, 1]`` (before model pre-processing), masks ``[N, H, W]``, labels ``[N]``."""
+    return labelled_set(datamodule.test_dataloader())
+
+
+def labelled_set(dataloader: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The images ``[N, 3, H, W]`` (before model pre-processing), masks ``[N, H, W]`` and labels ``[N]`` of a test or
+    validation ``dataloader``."""
     images, masks, labels = [], [], []
-    for batch in datamodule.test_dataloader():
+    for batch in dataloader:
         images.append(batch.image)
         masks.append(batch.gt_mask.reshape(len(batch.image), *batch.image.shape[-2:]))
         labels.append(batch.gt_label)

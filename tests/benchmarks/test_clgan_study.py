@@ -24,6 +24,30 @@ def test_each_ablation_adds_one_term_and_clean_and_corrupted_arms_differ_only_in
     assert arms["VAE-SSIM"]["generator"] == "vae"
 
 
+def test_the_chosen_gan_and_nce_weights_reach_every_arm_that_has_the_term() -> None:
+    arms = clgan_study.arms(lambda_adv=0.1, lambda_nce=3.0)
+    assert (arms[clgan_study.CLGAN]["lambda_adv"], arms[clgan_study.CLGAN]["lambda_nce"]) == (0.1, 3.0)
+    for inputs in ("clean", "corrupted"):
+        assert (arms[f"+GAN, {inputs}"]["lambda_adv"], arms[f"+GAN, {inputs}"]["lambda_nce"]) == (0.1, 0.0)
+        assert (arms[f"+NCE, {inputs}"]["lambda_adv"], arms[f"+NCE, {inputs}"]["lambda_nce"]) == (0.0, 3.0)
+        assert arms[f"+SSIM, {inputs}"]["lambda_adv"] == arms[f"+SSIM, {inputs}"]["lambda_nce"] == 0.0
+    assert clgan_study.arms() == clgan_study.arms(**clgan_study.DEFAULT_WEIGHTS)  # Clgan's own defaults
+    args = clgan_study.parse_args(["--lambda-adv", "0.1", "--lambda-nce", "3"])
+    assert (args.lambda_adv, args.lambda_nce) == (0.1, 3.0)
+
+
+def test_the_weights_with_the_best_mean_validation_ap_are_chosen() -> None:
+    def row(adv: float, nce: float, seed: int, ap: float, status: str = "ok") -> dict:
+        return {"lambda_adv": adv, "lambda_nce": nce, "category": "brick", "seed": seed, "status": status,
+                "validation_pixel_AP": ap}
+
+    rows = [row(0.1, 1.0, 0, 0.50), row(0.1, 1.0, 1, 0.30),  # mean 0.40
+            row(1.0, 1.0, 0, 0.45), row(1.0, 1.0, 1, 0.41),  # mean 0.43: the best
+            row(10.0, 1.0, 0, 0.90, status="failed")]  # failed runs do not count
+    assert clgan_study.chosen_weights(rows) == {"lambda_adv": 1.0, "lambda_nce": 1.0}
+    assert clgan_study.chosen_weights([row(1.0, 1.0, 0, 0.4, status="failed")]) is None
+
+
 def test_segmentation_metrics_pool_pixels() -> None:
     truth = torch.zeros(1, 4, 4, dtype=torch.bool)
     truth[0, :2, :2] = True  # 4 defect pixels
@@ -53,3 +77,23 @@ def test_one_tiny_arm_runs_end_to_end(tmp_path: Path) -> None:
     assert row["status"] == "ok", row.get("error")
     assert 0 <= row["paper_k2.0_F1"] <= 1 and 0 <= row["raw_pixel_AUROC"] <= 1
     assert (tmp_path / "results.md").read_text().startswith("## Clgan claim check")
+
+
+@pytest.mark.slow
+def test_weight_selection_scores_validation_images_and_never_touches_the_test_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import anomalib.data
+
+    def no_test_set(self: object) -> None:
+        raise AssertionError("the weight selection read the test set")
+
+    monkeypatch.setattr(anomalib.data.SurfaceDemo, "test_dataloader", no_test_set)
+    args = clgan_study.parse_args(["--select-weights", "--weight-grid", "0.1", "1", "--categories", "brick", "--seeds", "0",
+                                  "--epochs", "1", "--image-size", "32", "--output", str(tmp_path), "--accelerator", "cpu"])
+    rows = clgan_study.select_weights(args)
+    assert [(row["lambda_adv"], row["lambda_nce"]) for row in rows] == [(0.1, 0.1), (0.1, 1.0), (1.0, 0.1), (1.0, 1.0)]
+    assert all(row["status"] == "ok" for row in rows), [row.get("error") for row in rows]
+    assert all(0 <= row["validation_pixel_AP"] <= 1 for row in rows)
+    text = (tmp_path / "results.md").read_text()
+    assert "Chosen (highest mean validation pixel_AP): `--lambda-adv " in text

@@ -128,6 +128,18 @@ def test_merge_rejects_runs_of_different_settings_and_merged_runs(tmp_path: Path
     with pytest.raises(ValueError, match=r"differ in --epochs: 2 in .*a, 3 in .*b"):
         dmp_ablation.main(["--merge", first, longer, "--output", str(tmp_path / "merged")])
 
+    clgan_slices = []
+    for seed, (nce, arm) in enumerate(((1.0, clgan_study.CLGAN), (0.1, clgan_study.CLGAN), (0.1, "L1, clean"))):
+        rows = [{**clgan_rows(seed)[0], "arm": arm, "lambda_adv": 1.0, "lambda_nce": nce}]
+        if arm == "L1, clean":  # an arm without the terms stores weights 0
+            rows[0] |= {"lambda_adv": 0.0, "lambda_nce": 0.0}
+        report.write_json(tmp_path / f"clgan{seed}", f"python -m benchmarks.clgan_study --seeds {seed}", {}, "rows", rows)
+        clgan_slices.append(str(tmp_path / f"clgan{seed}"))
+    with pytest.raises(ValueError, match=r"differ in --lambda-nce: \[0.1, 1.0\]"):
+        clgan_study.main(["--merge", *clgan_slices, "--output", str(tmp_path / "merged")])
+    clgan_study.main(["--merge", *clgan_slices[1:], "--output", str(tmp_path / "merged")])  # L1 merges with any weights
+    assert "GAN and NCE weights 1 and 0.1 wherever an arm has the term" in (tmp_path / "merged" / "results.md").read_text()
+
     dmp_ablation.main(["--merge", first, "--output", str(tmp_path / "merged")])
     with pytest.raises(ValueError, match="is itself a merge"):
         dmp_ablation.main(["--merge", str(tmp_path / "merged"), "--output", str(tmp_path / "again")])
