@@ -27,7 +27,7 @@ pixel F1, IoU and AUROC (the claim: > 0), and CLGAN's paper-inference F1 at ``k 
 **Weights of the two terms.** The paper does not give them. ``--select-weights`` fits CLGAN for every pair
 (``lambda_adv``, ``lambda_nce``) of ``--weight-grid`` (default 0.1, 1, 10) and chooses the pair with the highest mean
 pixel AP of the raw maps on SurfaceDemo's generated validation set (normal and defective images of another seed; no
-test image); the study then runs with ``--lambda-adv`` / ``--lambda-nce`` (default: Clgan's own, 1 and 1), which set
+test image); the study then runs with ``--lambda-adv`` / ``--lambda-nce`` (default: Clgan's own, 1 and 0.1), which set
 the term in every arm that has it (``+GAN``, ``+NCE``, CLGAN; clean and corrupted).
 
 Run: ``python -m benchmarks.clgan_study --select-weights --seeds 0``, then ``python -m benchmarks.clgan_study --seeds 0 1 2

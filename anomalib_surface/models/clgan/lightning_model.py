@@ -127,7 +127,8 @@ class Clgan(AnomalibModule, SurfaceModule):
         lambda_ssim (float): Weight of the SSIM term (0 skips it). Defaults to ``1.0``.
         lambda_adv (float): Weight of the least-squares adversarial term (0 skips it and the discriminator).
             Defaults to ``1.0``.
-        lambda_nce (float): Weight of the PatchNCE term (0 skips it and the projection heads). Defaults to ``1.0``.
+        lambda_nce (float): Weight of the PatchNCE term (0 skips it and the projection heads). Defaults to ``0.1``
+            (chosen on held-out data, see the README).
         lambda_kl (float): Weight of the VAE's KL term (``generator="vae"`` only). Defaults to ``1.0``.
         nce_layers (Sequence[int]): Generator encoder stages used by PatchNCE: 0 = stem,
             ``1..n_downsampling`` = downsampling convs, then the residual blocks. Defaults to ``(0, 1, 2, 3, 7)``
@@ -180,7 +181,7 @@ class Clgan(AnomalibModule, SurfaceModule):
         lambda_rec: float = 10.0,
         lambda_ssim: float = 1.0,
         lambda_adv: float = 1.0,
-        lambda_nce: float = 1.0,
+        lambda_nce: float = 0.1,
         lambda_kl: float = 1.0,
         nce_layers: Sequence[int] = (0, 1, 2, 3, 7),
         nce_t: float = 0.07,

@@ -72,7 +72,7 @@ class ClganLoss(nn.Module):
         lambda_rec (float): Weight of the L1 term. Defaults to ``10.0``.
         lambda_ssim (float): Weight of the SSIM term. Defaults to ``1.0``.
         lambda_adv (float): Weight of the adversarial term. Defaults to ``1.0``.
-        lambda_nce (float): Weight of the PatchNCE term. Defaults to ``1.0``.
+        lambda_nce (float): Weight of the PatchNCE term. Defaults to ``0.1``.
         nce_t (float): PatchNCE temperature. Defaults to ``0.07``.
         nce_negatives (str): Where PatchNCE's negatives come from, ``"image"`` or ``"batch"`` (see
             :class:`PatchNCELoss`). Defaults to ``"image"``.
@@ -85,7 +85,7 @@ class ClganLoss(nn.Module):
         lambda_rec: float = 10.0,
         lambda_ssim: float = 1.0,
         lambda_adv: float = 1.0,
-        lambda_nce: float = 1.0,
+        lambda_nce: float = 0.1,
         nce_t: float = 0.07,
         nce_negatives: str = "image",
         lambda_kl: float = 0.0,
