@@ -30,9 +30,10 @@ pixel AP of the raw maps on SurfaceDemo's generated validation set (normal and d
 test image); the study then runs with ``--lambda-adv`` / ``--lambda-nce`` (default: Clgan's own, 1 and 0.1), which set
 the term in every arm that has it (``+GAN``, ``+NCE``, CLGAN; clean and corrupted).
 
-Run: ``python -m benchmarks.clgan_study --select-weights --seeds 0``, then ``python -m benchmarks.clgan_study --seeds 0 1 2
---lambda-adv A --lambda-nce B`` (``--categories``, ``--epochs``, ``--image-size``, ``--arms``); slices run apart (say one ``--output`` per seed) make one study with ``--merge DIR [DIR ...]`` (no fit,
-tables over their ``results.json``). Output (``--output``, default ``benchmarks/output/clgan_study``):
+Run: ``python -m benchmarks.clgan_study --select-weights --seeds 0``, then ``python -m benchmarks.clgan_study
+--seeds 0 1 2 --lambda-adv A --lambda-nce B`` (``--categories``, ``--epochs``, ``--image-size``, ``--arms``); slices
+run apart (say one ``--output`` per seed) make one study with ``--merge DIR [DIR ...]`` (no fit, tables over their
+``results.json``). Output (``--output``, default ``benchmarks/output/clgan_study``):
 ``results.md`` (also printed), ``results.json``.
 """
 
@@ -93,7 +94,9 @@ SELECTION_KEY = "pixel_AP"
 """The validation metric by which ``--select-weights`` chooses the GAN and NCE weights (threshold-free)."""
 
 
-def arms(lambda_adv: float = DEFAULT_WEIGHTS["lambda_adv"], lambda_nce: float = DEFAULT_WEIGHTS["lambda_nce"]) -> dict[str, dict[str, Any]]:
+def arms(
+    lambda_adv: float = DEFAULT_WEIGHTS["lambda_adv"], lambda_nce: float = DEFAULT_WEIGHTS["lambda_nce"],
+) -> dict[str, dict[str, Any]]:
     """Arm name -> Clgan options (the preset plus the arm's changes), in the order they run: CLGAN, its clean-input
     ablations, the baselines, then the corrupted-input ablations (a study cut short still has complete pairs).
     ``lambda_adv`` / ``lambda_nce``: the weights of the GAN and NCE terms wherever an arm has them."""
@@ -188,7 +191,8 @@ def loss_values(history: LossHistory) -> dict[str, float | None]:
 
 def run_arm(name: str, options: dict[str, Any], args: argparse.Namespace, category: str, seed: int) -> dict[str, Any]:
     """Fit one arm on ``category`` with ``seed``; its metrics (see the module docstring) or its error."""
-    row: dict[str, Any] = {"arm": name, "category": category, "seed": seed, **{key: options[key] for key in WEIGHTS if key in options}}
+    weights = {key: options[key] for key in WEIGHTS if key in options}
+    row: dict[str, Any] = {"arm": name, "category": category, "seed": seed, **weights}
     try:
         engine, model, datamodule, history = fit_arm(name, options, args, category, seed)
         (results,) = engine.test(model, datamodule=datamodule, verbose=False)
