@@ -191,6 +191,12 @@ def loss_values(history: LossHistory) -> dict[str, float | None]:
             "rec_first": first.get("train_rec_loss"), "rec_last": last.get("train_rec_loss")}
 
 
+def raw_metrics(model: LightningModule, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Threshold-free metrics of ``model``'s raw maps and scores on ``images`` (:func:`benchmarks.protocol.raw_map_metrics`)."""
+    raw_maps, raw_scores = raw_predictions(model, images)
+    return raw_map_metrics(raw_scores.numpy(), labels.numpy(), raw_maps.numpy(), masks.numpy())
+
+
 def run_arm(name: str, options: dict[str, Any], args: argparse.Namespace, category: str, seed: int) -> dict[str, Any]:
     """Fit one arm on ``category`` with ``seed``; its metrics (see the module docstring) or its error."""
     weights = {key: options[key] for key in WEIGHTS if key in options}
@@ -200,9 +206,7 @@ def run_arm(name: str, options: dict[str, Any], args: argparse.Namespace, catego
         (results,) = engine.test(model, datamodule=datamodule, verbose=False)
         row |= metric_values(results)
         images, masks, labels = test_set(datamodule)
-        raw_maps, raw_scores = raw_predictions(model, images)
-        raw = raw_map_metrics(raw_scores.numpy(), labels.numpy(), raw_maps.numpy(), masks.numpy())
-        row |= {f"raw_{key}": value for key, value in raw.items()}
+        row |= {f"raw_{key}": value for key, value in raw_metrics(model, images, masks, labels).items()}
         row |= paper_inference(model, images, masks)
         row |= loss_values(history)
         row["status"] = "ok"
@@ -219,9 +223,7 @@ def run_candidate(weights: dict[str, float], args: argparse.Namespace, category:
         options = arms(**weights)[CLGAN]
         _, model, datamodule, history = fit_arm(f"{CLGAN} {weights}", options, args, category, seed)
         images, masks, labels = labelled_set(datamodule.val_dataloader())
-        raw_maps, raw_scores = raw_predictions(model, images)
-        raw = raw_map_metrics(raw_scores.numpy(), labels.numpy(), raw_maps.numpy(), masks.numpy())
-        row |= {f"validation_{key}": value for key, value in raw.items()}
+        row |= {f"validation_{key}": value for key, value in raw_metrics(model, images, masks, labels).items()}
         row |= loss_values(history)
         row["status"] = "ok"
     except Exception as error:  # noqa: BLE001 - a failing candidate is reported and the others go on
@@ -253,11 +255,11 @@ def selection_markdown(rows: list[dict[str, Any]], args: argparse.Namespace, com
         l1 = f"{np.mean([row['rec_last'] for row in ok]):.3f}" if ok else "–"
         lines.append(f"| {candidate[0]:g} | {candidate[1]:g} | {len(ok)} | " + " | ".join(cells) + f" | {l1} |")
     best = chosen_weights(rows)
+    flags = "" if best is None else f"--lambda-adv {best['lambda_adv']:g} --lambda-nce {best['lambda_nce']:g}"
     choice = ("no candidate ran." if best is None else
-              f"Chosen (highest mean validation {SELECTION_KEY}): `--lambda-adv {best['lambda_adv']:g} "
-              f"--lambda-nce {best['lambda_nce']:g}`; the study with them: `python -m benchmarks.clgan_study "
-              f"--lambda-adv {best['lambda_adv']:g} --lambda-nce {best['lambda_nce']:g}` (plus the same --categories, "
-              "--epochs, --image-size, --batch-size).")
+              f"Chosen (highest mean validation {SELECTION_KEY}): `{flags}`; the study with them: "
+              f"`python -m benchmarks.clgan_study {flags}` (plus the same --categories, --epochs, --image-size, "
+              "--batch-size).")
     failed = [f"- {row['lambda_adv']:g} / {row['lambda_nce']:g} / {row['category']} / seed {row['seed']}: {row['error']}"
               for row in rows if row["status"] != "ok"]
     sections = [
@@ -404,7 +406,6 @@ def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:
 def merge(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The study's outputs in ``args.output`` over the rows of the runs in ``args.merge`` (no fit)."""
     merged = report.merge_runs(args.merge, "rows", lambda row: (row["arm"], row["category"], row["seed"]))
-    term_weights(merged.rows)  # slices with other GAN / NCE weights are no study
     options = merged.options(parse_args, ("image_size", "epochs", "batch_size"), categories=merged.unique("category"),
                              seeds=merged.unique("seed"), output=args.output)
     print(write_results(merged.rows, options, args.command, merged.environment(options.seeds), merged.sources))
