@@ -19,7 +19,9 @@ Per arm, category and seed it records, on the test set:
 - the paper's inference: per-channel residual ``|x - G(x)|`` without smoothing, per-image ``mean + k * std``
   double threshold of each channel (low factor ``k - 1``), channels OR-ed, 3x3 opening and closing; pixel P, R,
   ACC, F1, IoU pooled over the category's test pixels for ``k`` = 2.0, 2.1, ..., 3.0 (Table 4);
-- the mean training loss (and L1 term) of the first and last epoch, to show whether training moved.
+- the mean training loss (and L1 term) of the first and last epoch, to show whether training moved, and after
+  every epoch the loss, the L1 term and the pixel AP of the raw maps on the validation set (``history``; SurfaceDemo's
+  generated images, no test image): training has converged when they are flat over the last quarter of the epochs.
 
 The summary gives paired differences (same category and seed) with 95 % t intervals: CLGAN minus each other arm on
 pixel F1, IoU and AUROC and on the paper-inference F1 and IoU at ``k = 3.0`` (the claim: > 0), and CLGAN's
@@ -49,12 +51,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule
 
 from anomalib_surface.models import Clgan
 from anomalib_surface.post_processing import DoubleThresholdMorphology
 
 from . import report
+from .convergence import HELD_OUT_AP, HeldOutHistory, curve_table, last_quarter_change
 from .protocol import paired_difference, raw_map_metrics
 from .runner import Entry, build_model, labelled_set, metric_values, raw_predictions, test_set, use_offline_weights
 from .suites import build_datamodule, clgan_entries
@@ -114,18 +117,6 @@ def arms(
     return result
 
 
-class LossHistory(Callback):
-    """Mean training loss and L1 term of every epoch (``train_loss`` / ``train_rec_loss`` logged by Clgan)."""
-
-    def __init__(self) -> None:
-        self.epochs: list[dict[str, float]] = []
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        del pl_module
-        metrics = trainer.callback_metrics
-        self.epochs.append({key: float(metrics[key]) for key in ("train_loss", "train_rec_loss") if key in metrics})
-
-
 def segmentation_metrics(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     """Pixel precision, recall, accuracy, F1 and IoU of bool masks ``[N, H, W]``, pooled over all pixels."""
     true_positive = float((predicted & truth).sum())
@@ -166,16 +157,16 @@ def paper_inference(model: LightningModule, images: torch.Tensor, masks: torch.T
 
 def fit_arm(
     name: str, options: dict[str, Any], args: argparse.Namespace, category: str, seed: int,
-) -> tuple[Any, LightningModule, Any, LossHistory]:
-    """Fit Clgan with ``options`` on ``category`` with ``seed``: the engine, the model, its datamodule and its loss
-    history."""
+) -> tuple[Any, LightningModule, Any, HeldOutHistory]:
+    """Fit Clgan with ``options`` on ``category`` with ``seed``: the engine, the model, its datamodule and its
+    per-epoch history (loss, L1 term, pixel AP on the validation set)."""
     from anomalib.engine import Engine
     from lightning.pytorch import seed_everything
 
     seed_everything(seed, workers=True)
     model = build_model(Entry(name, "Clgan", options), args.image_size)
     datamodule = build_datamodule(args, category, seed)
-    history = LossHistory()
+    history = HeldOutHistory(terms=("rec_loss",))
     engine = Engine(
         accelerator=args.accelerator, devices=1, max_epochs=args.epochs, logger=False, enable_progress_bar=False,
         default_root_dir=Path(args.output) / "runs" / name / category / f"seed{seed}", callbacks=[history],
@@ -184,11 +175,14 @@ def fit_arm(
     return engine, model, datamodule, history
 
 
-def loss_values(history: LossHistory) -> dict[str, float | None]:
-    """The mean training loss and L1 term of the first and last epoch (did training move?)."""
-    first, last = history.epochs[0], history.epochs[-1]
-    return {"loss_first": first.get("train_loss"), "loss_last": last.get("train_loss"),
-            "rec_first": first.get("train_rec_loss"), "rec_last": last.get("train_rec_loss")}
+def loss_values(history: HeldOutHistory) -> dict[str, Any]:
+    """The mean training loss and L1 term of the first and last epoch (did training move?), the last held-out pixel
+    AP and its change over the last quarter of the epochs (has training converged?), and the whole history."""
+    first, last = history.history[0], history.history[-1]
+    return {"loss_first": first["train_loss"], "loss_last": last["train_loss"],
+            "rec_first": first["train_rec_loss"], "rec_last": last["train_rec_loss"],
+            "held_out_AP_last": last[HELD_OUT_AP], "held_out_AP_change": last_quarter_change(history.history, HELD_OUT_AP),
+            "rec_change": last_quarter_change(history.history, "train_rec_loss"), "history": history.history}
 
 
 def raw_metrics(model: LightningModule, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -376,9 +370,29 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str,
         mean_table(rows, names, ("loss_first", "loss_last", "rec_first", "rec_last"),
                    ("loss first", "loss last", "L1 first", "L1 last")),
     ]
+    curves = histories(rows, names)
+    if curves:
+        sections += [
+            "### Convergence: pixel AP of the raw maps on the validation set (SurfaceDemo's generated images, no test "
+            "image) and the L1 term, per epoch (mean over the runs that recorded it)",
+            mean_table([row for row in rows if "history" in row], list(curves),
+                       ("held_out_AP_last", "held_out_AP_change", "rec_last", "rec_change"),
+                       ("held-out AP, last epoch", "its change over the last 25 % of epochs", "L1 last",
+                        "L1 change, last 25 %")),
+            curve_table(curves, HELD_OUT_AP),
+            curve_table(curves, "train_rec_loss", percent=False),
+        ]
     if failed:
         sections += ["Failed:", "\n".join(failed)]
     return "\n\n".join(sections) + "\n"
+
+
+def histories(rows: list[dict[str, Any]], names: list[str]) -> dict[str, list[list[dict[str, Any]]]]:
+    """Per arm of ``names``, the per-epoch histories of its finished runs (arms without any left out: rows of
+    studies run before the history was recorded have none)."""
+    curves = {name: [row["history"] for row in rows if row["arm"] == name and row["status"] == "ok" and "history" in row]
+              for name in names}
+    return {name: runs for name, runs in curves.items() if runs}
 
 
 def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, env: dict[str, Any],

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lightning.pytorch import Callback, LightningModule, Trainer
 from scipy import stats
-from torchmetrics.classification import BinaryAveragePrecision
 
 from . import report
+from .convergence import HELD_OUT_AP, HeldOutHistory, curve_table, last_quarter_change
+from .protocol import paired_difference, verdict
 from .runner import Entry, Record, run_entry, use_offline_weights
 from .suites import plugin_entries
 
@@ -56,59 +56,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 """Row name and the options changed from Dmp's preset."""
 SUMMARY_KEYS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "pixel_AP")
-
-
-class HeldOutHistory(Callback):
-    """Per epoch: mean training loss and pixel AP of the anomaly maps on the validation (held-out synthetic) set.
-
-    Validation runs before ``on_train_epoch_end`` in Lightning 2, so each row pairs an epoch's loss with the AP
-    of the model at the end of that epoch.
-    """
-
-    def __init__(self) -> None:
-        self.history: list[dict[str, float]] = []
-        self.average_precision = BinaryAveragePrecision()
-        self.last_ap: float | None = None
-
-    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        del trainer, pl_module  # unused
-        self.average_precision.reset()
-
-    def on_validation_batch_end(  # noqa: PLR0913 - Lightning's hook signature
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,  # noqa: ANN401 - the model's validation batch
-        batch: Any,  # noqa: ANN401
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        del trainer, pl_module, batch, batch_idx, dataloader_idx  # unused
-        self.average_precision.update(outputs.anomaly_map.detach().flatten().float().cpu(),
-                                      outputs.gt_mask.flatten().int().cpu())
-
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        del trainer, pl_module  # unused
-        self.last_ap = float(self.average_precision.compute())
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        del pl_module  # unused
-        loss = trainer.callback_metrics.get("train_loss_epoch")
-        self.history.append({
-            "epoch": trainer.current_epoch + 1,
-            "step": trainer.global_step,
-            "train_loss": None if loss is None else float(loss),
-            "held_out_pixel_AP": self.last_ap,
-        })
-
-
-def last_quarter_change(history: list[dict[str, float]], key: str) -> float | None:
-    """Change of ``key`` over the last quarter of the epochs (flat when converged); ``None`` if not recorded."""
-    values = [row[key] for row in history if row.get(key) is not None]
-    if len(values) < 2:  # noqa: PLR2004
-        return None
-    start = values[min(len(values) - 2, (3 * len(values)) // 4)]
-    return values[-1] - start
+CLAIMS = {
+    "large kernels help": "small kernels (5x5)",
+    "feature consistency helps": "no feature consistency",
+    "parameter copying beats an EMA extractor": "EMA extractor",
+    "parameter copying beats a gradient-trained extractor": "gradient extractor",
+    "realistic synthesis beats DRAEM-style synthesis": "DRAEM-style synthesis",
+    "realistic synthesis beats self-fill synthesis": "self-fill synthesis",
+    "lighting match helps": "no lighting match",
+    "Dmp beats DRAEM (the DRAEM-equivalent)": "DRAEM-equivalent",
+}
+"""The paper's claims (and the parts of realistic synthesis) as Dmp minus one variant, claimed > 0."""
 
 
 def mean_ci(values: list[float]) -> tuple[float, float | None]:
@@ -128,19 +86,33 @@ def cell(values: list[float]) -> str:
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
-    """Per variant: test metrics and held-out AP as mean ± CI95 over seeds, and pixel AP paired with Dmp's seeds."""
-    dmp_ap = {row["seed"]: row["metrics"].get("pixel_AP") for row in rows if row["variant"] == "Dmp" and row["status"] == "ok"}
-    header = ["variant", "seeds", *(report.HEADERS[key] for key in SUMMARY_KEYS), "Δ px AP vs Dmp (paired)",
-              "held-out AP", "held-out AP change, last 25 %", "fit s"]
+    """Per variant: test metrics and held-out AP as mean ± CI95 over seeds (paired differences: :func:`claims_table`)."""
+    header = ["variant", "seeds", *(report.HEADERS[key] for key in SUMMARY_KEYS), "held-out AP", "held-out AP change, last 25 %", "fit s"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for variant in dict.fromkeys(row["variant"] for row in rows):
         ok = [row for row in rows if row["variant"] == variant and row["status"] == "ok"]
-        paired = [row["metrics"]["pixel_AP"] - dmp_ap[row["seed"]] for row in ok if dmp_ap.get(row["seed"]) is not None]
-        held_out = [row["history"][-1]["held_out_pixel_AP"] for row in ok if row["history"]]
-        changes = [change for row in ok if (change := last_quarter_change(row["history"], "held_out_pixel_AP")) is not None]
+        held_out = [row["history"][-1][HELD_OUT_AP] for row in ok if row["history"]]
+        changes = [change for row in ok if (change := last_quarter_change(row["history"], HELD_OUT_AP)) is not None]
         cells = [variant, str(len(ok)), *(cell([row["metrics"][key] for row in ok if key in row["metrics"]]) for key in SUMMARY_KEYS),
-                 cell(paired) if variant != "Dmp" else "", cell([v for v in held_out if v is not None]), cell(changes),
+                 cell([v for v in held_out if v is not None]), cell(changes),
                  f"{np.mean([row['fit_seconds'] for row in ok]):.0f}" if ok else "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def claims_table(rows: list[dict[str, Any]]) -> str:
+    """Per claim: Dmp minus the variant on each of :data:`SUMMARY_KEYS`, paired by seed (percentage points, 95 % t
+    interval), and the verdict on pixel AP (the paper's headline metric) and image AUROC."""
+    def by_seed(variant: str, key: str) -> dict[tuple[int], float]:
+        return {(row["seed"],): row["metrics"][key] for row in rows
+                if row["variant"] == variant and row["status"] == "ok" and key in row["metrics"]}
+
+    header = ["claim (Dmp minus)", *(f"Δ {report.HEADERS[key]}" for key in SUMMARY_KEYS), "verdict (px AP)", "verdict (img AUROC)"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(SUMMARY_KEYS) + "---|---|"]
+    for claim, variant in CLAIMS.items():
+        differences = {key: paired_difference(by_seed("Dmp", key), by_seed(variant, key)) for key in SUMMARY_KEYS}
+        cells = [f"{claim} ({variant})", *(str(differences[key]) for key in SUMMARY_KEYS),
+                 verdict(differences["pixel_AP"]), verdict(differences["image_AUROC"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -184,7 +156,19 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str,
         f"{', '.join(map(str, args.seeds))}; {100 * args.held_out:.0f} % of the training images held out as the "
         "synthetic convergence check. Test metrics in %, mean ± 95 % CI over seeds.",
         summary_table(rows),
+        "Claims: Dmp minus the variant, paired by seed (percentage points, 95 % t interval); reproduced when the "
+        "interval lies above 0.",
+        claims_table(rows),
+        "Convergence: held-out pixel AP (%) and mean training loss at five epochs, mean over seeds.",
+        curve_table(histories(rows), HELD_OUT_AP),
+        curve_table(histories(rows), "train_loss", percent=False),
     ]) + "\n"
+
+
+def histories(rows: list[dict[str, Any]]) -> dict[str, list[list[dict[str, Any]]]]:
+    """Per variant, the per-epoch histories of its runs that finished."""
+    return {variant: [row["history"] for row in rows if row["variant"] == variant and row["status"] == "ok"]
+            for variant in dict.fromkeys(row["variant"] for row in rows)}
 
 
 def run_record(row: dict[str, Any]) -> Record:

@@ -71,12 +71,16 @@ def test_claim_table_pairs_runs_by_category_and_seed() -> None:
 
 @pytest.mark.slow
 def test_one_tiny_arm_runs_end_to_end(tmp_path: Path) -> None:
-    args = clgan_study.parse_args(["--categories", "brick", "--seeds", "0", "--epochs", "1", "--image-size", "32",
+    args = clgan_study.parse_args(["--categories", "brick", "--seeds", "0", "--epochs", "2", "--image-size", "32",
                                   "--arms", "L1, clean", "--output", str(tmp_path), "--accelerator", "cpu"])
     (row,) = clgan_study.run_study(args)
     assert row["status"] == "ok", row.get("error")
     assert 0 <= row["paper_k2.0_F1"] <= 1 and 0 <= row["raw_pixel_AUROC"] <= 1
-    assert (tmp_path / "results.md").read_text().startswith("## Clgan claim check")
+    assert [entry["epoch"] for entry in row["history"]] == [1, 2], "a convergence row per epoch"
+    assert all(0 <= entry["held_out_pixel_AP"] <= 1 and entry["train_rec_loss"] > 0 for entry in row["history"])
+    assert row["held_out_AP_last"] == row["history"][-1]["held_out_pixel_AP"]
+    text = (tmp_path / "results.md").read_text()
+    assert text.startswith("## Clgan claim check") and "### Convergence: pixel AP of the raw maps" in text
 
 
 @pytest.mark.slow
@@ -97,3 +101,13 @@ def test_weight_selection_scores_validation_images_and_never_touches_the_test_se
     assert all(0 <= row["validation_pixel_AP"] <= 1 for row in rows)
     text = (tmp_path / "results.md").read_text()
     assert "Chosen (highest mean validation pixel_AP): `--lambda-adv " in text
+
+
+def test_convergence_curves_leave_out_arms_whose_runs_recorded_no_history() -> None:
+    history = [{"held_out_pixel_AP": 0.2, "train_rec_loss": 0.3}, {"held_out_pixel_AP": 0.4, "train_rec_loss": 0.1}]
+    rows = [
+        {"arm": clgan_study.CLGAN, "status": "ok", "history": history},
+        {"arm": clgan_study.CLGAN, "status": "failed"},
+        {"arm": "L1, clean", "status": "ok"},  # a run of a study made before the history was recorded
+    ]
+    assert clgan_study.histories(rows, [clgan_study.CLGAN, "L1, clean"]) == {clgan_study.CLGAN: [history]}
