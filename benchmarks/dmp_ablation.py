@@ -17,6 +17,9 @@ epoch's mean training loss (``history`` in ``results.json``). The split and the 
 per run with ``--data-seed``, so every variant and seed sees the same held-out set. Test images are only used by
 the final test.
 
+**Claims.** Dmp minus each variant (:data:`CLAIMS`), paired by seed, on image AUROC, pixel AUROC, AUPRO and pixel
+AP with 95 % t intervals; a claim is reproduced when the interval lies above 0.
+
 Run: ``python -m benchmarks.dmp_ablation [--seeds 0 1 2] [--epochs 150] [--category brick] [--variants ...]``;
 slices run apart (say ``--seeds 0 --output A`` and ``--seeds 1 --output B``) make one study with
 ``python -m benchmarks.dmp_ablation --merge A B --output C`` (no fit). Output (``--output``, default
