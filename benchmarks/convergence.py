@@ -87,7 +87,7 @@ def curve_table(histories: dict[str, list[Sequence[dict[str, Any]]]], key: str, 
     last one included); in % with one decimal (``percent``) or as it is with three."""
     epochs = max((len(history) for runs in histories.values() for history in runs), default=0)
     marks = sorted({max(1, round(epochs * (step + 1) / points)) for step in range(points)})
-    lines = ["| | " + " | ".join(f"epoch {mark}" for mark in marks) + " |", "|---|" + "---:|" * len(marks)]
+    lines = [f"| {key} | " + " | ".join(f"epoch {mark}" for mark in marks) + " |", "|---|" + "---:|" * len(marks)]
     for name, runs in histories.items():
         cells = []
         for mark in marks:

@@ -43,7 +43,7 @@ def test_last_quarter_change_and_curve_table() -> None:
     assert convergence.last_quarter_change(history[:1], "ap") is None
     table = convergence.curve_table({"a": [history, history], "b": [history[:4]]}, "ap", points=3)
     header, _, a, b = table.splitlines()
-    assert header == "| | epoch 3 | epoch 6 | epoch 9 |"
+    assert header == "| ap | epoch 3 | epoch 6 | epoch 9 |"
     assert a == "| a | 50.0 | – | 64.0 |"
     assert b == "| b | 50.0 | – | – |"
     losses = convergence.curve_table({"a": [[{"loss": 1.23456}]]}, "loss", points=3, percent=False)
