@@ -280,7 +280,8 @@ def select_weights(args: argparse.Namespace) -> list[dict[str, Any]]:
             weights = {"lambda_adv": adversarial, "lambda_nce": contrastive}
             rows.append(run_candidate(weights, args, category, seed))
             text = selection_markdown(rows, args, args.command, env)
-            report.write_study(Path(args.output), args.command, env, "selection", rows, text)
+            report.write_study(Path(args.output), args.command, env, "selection", rows, text,
+                               options=report.stored_options(args))
             print(f"{weights} / {category} / seed {seed}: {rows[-1]['status']}", flush=True)
     print(text)
     return rows
@@ -399,7 +400,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, command:
                   sources: Sequence[report.Source] = ()) -> str:
     """Write ``results.json`` and ``results.md`` into ``args.output``; return the text."""
     text = markdown(rows, args, command, env, sources)
-    return report.write_study(Path(args.output), command, env, "rows", rows, text, sources)
+    return report.write_study(Path(args.output), command, env, "rows", rows, text, sources, report.stored_options(args))
 
 
 def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -184,7 +184,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, command:
                   sources: Sequence[report.Source] = ()) -> str:
     """Write ``results.json`` (rows, histories), ``results.md``, ``results.csv`` (a row per run); returns the text."""
     text = markdown(rows, args, command, env, sources)
-    report.write_study(Path(args.output), command, env, "runs", rows, text, sources)
+    report.write_study(Path(args.output), command, env, "runs", rows, text, sources, report.stored_options(args))
     report.write_csv([run_record(row) for row in rows], Path(args.output))
     return text
 

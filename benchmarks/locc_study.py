@@ -219,7 +219,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, command:
                   sources: Sequence[report.Source] = ()) -> str:
     """Write ``results.json`` and ``results.md`` into ``args.output``; return the text."""
     text = markdown(rows, args, command, env, sources)
-    return report.write_study(Path(args.output), command, env, "runs", rows, text, sources)
+    return report.write_study(Path(args.output), command, env, "runs", rows, text, sources, report.stored_options(args))
 
 
 def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:

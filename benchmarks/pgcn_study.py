@@ -347,7 +347,7 @@ def markdown(records: list[Record], args: argparse.Namespace, command: str, env:
 def write_results(records: list[Record], args: argparse.Namespace, command: str, env: dict[str, Any],
                   sources: Sequence[report.Source] = ()) -> str:
     """``results.json`` and ``results.csv`` (:func:`benchmarks.report.write_tables`) and the study's ``results.md``."""
-    report.write_tables(records, env, Path(args.output), "Pgcn study", command, sources)
+    report.write_tables(records, env, Path(args.output), "Pgcn study", command, sources, report.stored_options(args))
     text = markdown(records, args, command, env, sources)
     (Path(args.output) / "results.md").write_text(text)
     return text

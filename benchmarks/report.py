@@ -73,11 +73,20 @@ def environment(seeds: list[int], device: str) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """One run merged into a study's tables: its ``--output`` folder, the command and environment it stored."""
+    """One run merged into a study's tables: its ``--output`` folder, the command, environment and options it stored
+    (``options``: ``None`` for runs written before the options were stored)."""
 
     directory: str
     command: str
     environment: dict[str, Any]
+    options: dict[str, Any] | None = None
+
+
+def stored_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a run as ``results.json`` stores them (every parsed value, defaults included), so that a later
+    ``--merge`` reads the values the run used, not the defaults of the code that merges."""
+    return {key: value for key, value in vars(args).items()
+            if isinstance(value, str | int | float | bool | list | tuple | None)}
 
 
 def command_line(module: str, argv: Sequence[str] | None) -> str:
@@ -117,15 +126,15 @@ class MergedRuns:
     def options(
         self, parse: Callable[[list[str]], argparse.Namespace], names: Sequence[str], **from_rows: Any,  # noqa: ANN401
     ) -> argparse.Namespace:
-        """Options ``names`` as the runs' stored commands give them (parsed by the study's ``parse``),
-        plus ``from_rows``.
+        """Options ``names`` as the runs stored them (:func:`stored_options`; for older runs, their stored commands
+        parsed by the study's ``parse``, whose defaults may have changed since), plus ``from_rows``.
 
         Runs that differ in one of ``names`` (say ``--epochs``) do not make one study: that is an error naming both
         runs. The options that slice a study (seeds, categories, variants) come from the rows: ``from_rows``.
         """
         values: dict[str, tuple[Any, str]] = {}
         for source in self.sources:
-            parsed = vars(parse(stored_arguments(source.command)))
+            parsed = vars(parse(stored_arguments(source.command))) | (source.options or {})
             for name in names:
                 first, directory = values.setdefault(name, (parsed[name], source.directory))
                 if parsed[name] != first:
@@ -167,7 +176,7 @@ def merge_runs(directories: Sequence[str | Path], field: str, key: Callable[[dic
                 raise ValueError(msg)
             seen[identity] = path
             rows.append(row)
-        sources.append(Source(str(directory), data["command"], data["environment"]))
+        sources.append(Source(str(directory), data["command"], data["environment"], data.get("options")))
     return MergedRuns(rows, sources)
 
 
@@ -204,22 +213,25 @@ def environment_text(env: dict[str, Any]) -> str:
     return ", ".join(f"{key} {value}" for key, value in env.items())
 
 
-def write_json(
+def write_json(  # noqa: PLR0913 - what results.json holds
     output: Path, command: str, env: dict[str, Any], field: str, rows: list[Any], sources: Sequence[Source] = (),
+    options: dict[str, Any] | None = None,
 ) -> None:
-    """``output/results.json``: the command, the environment, the merged runs (if any) and the rows under ``field``."""
+    """``output/results.json``: the command, the environment, the run's options (:func:`stored_options`, if given),
+    the merged runs (if any) and the rows under ``field``."""
     output.mkdir(parents=True, exist_ok=True)
     merged = {"sources": [dataclasses.asdict(source) for source in sources]} if sources else {}
-    data = {"command": command, "environment": env, **merged, field: rows}
+    stored = {} if options is None else {"options": options}
+    data = {"command": command, "environment": env, **stored, **merged, field: rows}
     (output / "results.json").write_text(json.dumps(data, indent=1))
 
 
 def write_study(  # noqa: PLR0913 - what results.json holds, and the text
     output: Path, command: str, env: dict[str, Any], field: str, rows: list[Any], text: str,
-    sources: Sequence[Source] = (),
+    sources: Sequence[Source] = (), options: dict[str, Any] | None = None,
 ) -> str:
     """A study's ``results.json`` (:func:`write_json`) and ``results.md`` (``text``) in ``output``; returns ``text``."""
-    write_json(output, command, env, field, rows, sources)
+    write_json(output, command, env, field, rows, sources, options)
     (output / "results.md").write_text(text)
     return text
 
@@ -291,8 +303,9 @@ def write_csv(records: list[Record], output: Path) -> None:
         writer.writerows(rows)
 
 
-def write_tables(
+def write_tables(  # noqa: PLR0913 - what results.json holds
     records: list[Record], env: dict[str, Any], output: Path, title: str, command: str, sources: Sequence[Source] = (),
+    options: dict[str, Any] | None = None,
 ) -> str:
     """Write ``results.json``, ``results.csv`` and ``results.md`` into ``output``; return the Markdown."""
     markdown = (
@@ -303,7 +316,8 @@ def write_tables(
         + per_category_table(records)
         + "\n"
     )
-    write_study(output, command, env, "records", [dataclasses.asdict(record) for record in records], markdown, sources)
+    write_study(output, command, env, "records", [dataclasses.asdict(record) for record in records], markdown, sources,
+                options)
     write_csv(records, output)
     return markdown
 

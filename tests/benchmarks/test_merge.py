@@ -7,6 +7,7 @@ Each study gets two fake slices (rows shaped as its run writes them, no fit, no 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from collections.abc import Callable
@@ -145,3 +146,19 @@ def test_merge_rejects_runs_of_different_settings_and_merged_runs(tmp_path: Path
         dmp_ablation.main(["--merge", str(tmp_path / "merged"), "--output", str(tmp_path / "again")])
     with pytest.raises(FileNotFoundError, match="missing/results.json does not exist"):
         dmp_ablation.main(["--merge", str(tmp_path / "missing"), "--output", str(tmp_path / "again")])
+
+
+def test_merge_reads_the_options_a_run_stored_not_the_current_defaults(tmp_path: Path) -> None:
+    args = dmp_ablation.parse_args(["--seeds", "0", "--image-size", "32", "--output", str(tmp_path / "a")])
+    dmp_ablation.write_results(dmp_rows(0), args, args.command, {"seeds": [0]})
+    stored = json.loads((tmp_path / "a" / "results.json").read_text())["options"]
+    assert stored["epochs"] == 150 and stored["image_size"] == 32, "defaults are stored too"
+
+    data = json.loads((tmp_path / "a" / "results.json").read_text())
+    data["options"]["epochs"] = 7  # as if the run had used another default than today's
+    (tmp_path / "a" / "results.json").write_text(json.dumps(data))
+    old = write_slice(tmp_path / "b", STUDIES["dmp_ablation"], 1, "cpu", options="--epochs 7 --image-size 32")
+    dmp_ablation.main(["--merge", str(tmp_path / "a"), old, "--output", str(tmp_path / "merged")])
+    assert "SurfaceDemo brick, 32 px, 7 epochs at batch 8, seeds 0, 1;" in (tmp_path / "merged" / "results.md").read_text()
+
+    assert report.stored_options(argparse.Namespace(epochs=3, path=Path("x"), seeds=[0])) == {"epochs": 3, "seeds": [0]}
