@@ -57,7 +57,7 @@ from anomalib_surface.models import Clgan
 from anomalib_surface.post_processing import DoubleThresholdMorphology
 
 from . import report
-from .convergence import HELD_OUT_AP, HeldOutHistory, curve_table, last_quarter_change
+from .convergence import HELD_OUT_AP, HeldOutHistory, curve_table, histories, last_quarter_change
 from .protocol import paired_difference, raw_map_metrics
 from .runner import Entry, build_model, labelled_set, metric_values, raw_predictions, test_set, use_offline_weights
 from .suites import build_datamodule, clgan_entries
@@ -371,7 +371,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str,
         mean_table(rows, names, ("loss_first", "loss_last", "rec_first", "rec_last"),
                    ("loss first", "loss last", "L1 first", "L1 last")),
     ]
-    curves = histories(rows, names)
+    curves = histories(rows, "arm", names)
     if curves:
         sections += [
             "### Convergence: pixel AP of the raw maps on the validation set (SurfaceDemo's generated images, no test "
@@ -386,14 +386,6 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str,
     if failed:
         sections += ["Failed:", "\n".join(failed)]
     return "\n\n".join(sections) + "\n"
-
-
-def histories(rows: list[dict[str, Any]], names: list[str]) -> dict[str, list[list[dict[str, Any]]]]:
-    """Per arm of ``names``, the per-epoch histories of its finished runs (arms without any left out: rows of
-    studies run before the history was recorded have none)."""
-    curves = {name: [row["history"] for row in rows if row["arm"] == name and row["status"] == "ok" and "history" in row]
-              for name in names}
-    return {name: runs for name, runs in curves.items() if runs}
 
 
 def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, env: dict[str, Any],

@@ -81,6 +81,14 @@ def last_quarter_change(history: Sequence[dict[str, Any]], key: str) -> float | 
     return recorded[-1] - start
 
 
+def histories(rows: Sequence[dict[str, Any]], key: str, names: Sequence[str]) -> dict[str, list[list[dict[str, Any]]]]:
+    """Per group of ``names`` (the rows whose ``key`` is the name: an arm, a variant), the per-epoch histories of its
+    finished runs; groups without any are left out (rows written before the history was recorded have none)."""
+    curves = {name: [row["history"] for row in rows if row[key] == name and row["status"] == "ok" and "history" in row]
+              for name in names}
+    return {name: runs for name, runs in curves.items() if runs}
+
+
 def curve_table(histories: dict[str, list[Sequence[dict[str, Any]]]], key: str, points: int = 5,
                 percent: bool = True) -> str:
     """Markdown: per group (say an arm), the mean over its runs of ``key`` at ``points`` evenly spaced epochs (the

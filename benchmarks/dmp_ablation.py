@@ -39,7 +39,7 @@ import numpy as np
 from scipy import stats
 
 from . import report
-from .convergence import HELD_OUT_AP, HeldOutHistory, curve_table, last_quarter_change
+from .convergence import HELD_OUT_AP, HeldOutHistory, curve_table, histories, last_quarter_change
 from .protocol import paired_difference, verdict
 from .runner import Entry, Record, run_entry, use_offline_weights
 from .suites import plugin_entries
@@ -153,6 +153,7 @@ def variant_entries(pre_trained: bool, names: list[str] | None = None) -> list[E
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, env: dict[str, Any],
              sources: Sequence[report.Source] = ()) -> str:
     """Header, settings (``args``: category, image size, epochs, batch, seeds, held-out share) and summary table."""
+    curves = histories(rows, "variant", list(dict.fromkeys(row["variant"] for row in rows)))
     return "\n\n".join([
         *report.study_header("Dmp ablation", command, env, sources),
         f"SurfaceDemo {args.category}, {args.image_size} px, {args.epochs} epochs at batch {args.batch_size}, seeds "
@@ -163,15 +164,9 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str,
         "interval lies above 0.",
         claims_table(rows),
         "Convergence: held-out pixel AP (%) and mean training loss at five epochs, mean over seeds.",
-        curve_table(histories(rows), HELD_OUT_AP),
-        curve_table(histories(rows), "train_loss", percent=False),
+        curve_table(curves, HELD_OUT_AP),
+        curve_table(curves, "train_loss", percent=False),
     ]) + "\n"
-
-
-def histories(rows: list[dict[str, Any]]) -> dict[str, list[list[dict[str, Any]]]]:
-    """Per variant, the per-epoch histories of its runs that finished."""
-    return {variant: [row["history"] for row in rows if row["variant"] == variant and row["status"] == "ok"]
-            for variant in dict.fromkeys(row["variant"] for row in rows)}
 
 
 def run_record(row: dict[str, Any]) -> Record:

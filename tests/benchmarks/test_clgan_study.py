@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import clgan_study
+from benchmarks import clgan_study, convergence
 
 
 def test_each_ablation_adds_one_term_and_clean_and_corrupted_arms_differ_only_in_the_inputs() -> None:
@@ -110,4 +110,4 @@ def test_convergence_curves_leave_out_arms_whose_runs_recorded_no_history() -> N
         {"arm": clgan_study.CLGAN, "status": "failed"},
         {"arm": "L1, clean", "status": "ok"},  # a run of a study made before the history was recorded
     ]
-    assert clgan_study.histories(rows, [clgan_study.CLGAN, "L1, clean"]) == {clgan_study.CLGAN: [history]}
+    assert convergence.histories(rows, "arm", [clgan_study.CLGAN, "L1, clean"]) == {clgan_study.CLGAN: [history]}
