@@ -24,6 +24,7 @@ import torch.nn.functional as F  # noqa: N812
 from anomalib.data import Batch, InferenceBatch
 from anomalib.pre_processing import PreProcessor
 from lightning.pytorch import LightningModule, Trainer
+from torchvision.transforms.v2 import Compose, Resize
 
 from .checks import require_choice
 
@@ -101,6 +102,11 @@ class FiniteInputPreProcessor(PreProcessor):
     def __init__(self, transform: Any = None, nonfinite_inputs: str = "error", **kwargs: Any) -> None:  # noqa: ANN401
         super().__init__(transform=transform, **kwargs)
         self.nonfinite_inputs = require_choice("nonfinite_inputs", nonfinite_inputs, NONFINITE_POLICIES)
+
+    @classmethod
+    def resize_only(cls, image_size: tuple[int, int], nonfinite_inputs: str = "error") -> FiniteInputPreProcessor:
+        """Resize to ``image_size`` (antialiased), no normalisation: for the models whose networks work on ``[0, 1]``."""
+        return cls(transform=Compose([Resize(image_size, antialias=True)]), nonfinite_inputs=nonfinite_inputs)
 
     def checkpoint_config(self) -> dict[str, Any]:
         """The parent's settings plus ``nonfinite_inputs``."""

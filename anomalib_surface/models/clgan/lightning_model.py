@@ -35,7 +35,6 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_surface.components import SyntheticAnomalyGenerator, check_finite, paths_of_test_split
 from anomalib_surface.components.checks import require_unnormalised_inputs
@@ -284,8 +283,7 @@ class Clgan(AnomalibModule, SurfaceModule):
         nonfinite_inputs: str = "error",
     ) -> PreProcessor:
         """Resize to ``image_size`` (default 256x256); no normalisation, images stay in ``[0, 1]``."""
-        image_size = image_size or (256, 256)
-        return FiniteInputPreProcessor(transform=Compose([Resize(image_size, antialias=True)]), nonfinite_inputs=nonfinite_inputs)
+        return FiniteInputPreProcessor.resize_only(image_size or (256, 256), nonfinite_inputs)
 
     def configure_post_processor(self) -> PostProcessor:
         """Double thresholds and morphology (the paper's segmentation), with thresholds from validation.

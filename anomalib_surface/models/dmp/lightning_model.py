@@ -34,7 +34,7 @@ from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torchvision.transforms.v2 import Compose, Normalize, Resize
+from torchvision.transforms.v2 import Normalize
 
 from anomalib_surface.components import paths_of_test_split
 from anomalib_surface.components.phase_schedule import epoch_budget
@@ -237,7 +237,7 @@ class Dmp(AnomalibModule, SurfaceModule):
         nonfinite_inputs: str = "error",
     ) -> PreProcessor:
         """Resize to ``image_size`` (default 256 x 256); no normalisation, the networks work on ``[0, 1]``."""
-        return FiniteInputPreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]), nonfinite_inputs=nonfinite_inputs)
+        return FiniteInputPreProcessor.resize_only(image_size or (256, 256), nonfinite_inputs)
 
     @staticmethod
     def configure_evaluator() -> Evaluator:

@@ -44,7 +44,6 @@ from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_surface.components import UnseenImages, image_keys, paths_of_test_split, sum_over_processes
 from anomalib_surface.components.checks import require_unnormalised_inputs
@@ -229,7 +228,7 @@ class Locc(AnomalibModule, SurfaceModule):
 
         The backbone's ImageNet normalisation happens inside the model.
         """
-        return FiniteInputPreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]), nonfinite_inputs=nonfinite_inputs)
+        return FiniteInputPreProcessor.resize_only(image_size or (256, 256), nonfinite_inputs)
 
     def on_train_start(self) -> None:
         """Check the pre-processing, the foreign source folder, and draw the template on a fresh start."""

@@ -35,7 +35,6 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchmetrics.classification import BinaryAUROC
-from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_surface.components import SyntheticAnomalyGenerator, paths_of_test_split
 from anomalib_surface.components.checks import require_unnormalised_inputs
@@ -279,7 +278,7 @@ class Pgcn(AnomalibModule, SurfaceModule):
         nonfinite_inputs: str = "error",
     ) -> PreProcessor:
         """Resize to ``image_size`` (default 224x224); no normalisation, images stay in ``[0, 1]``."""
-        return FiniteInputPreProcessor(transform=Compose([Resize(image_size or DEFAULT_IMAGE_SIZE, antialias=True)]), nonfinite_inputs=nonfinite_inputs)
+        return FiniteInputPreProcessor.resize_only(image_size or DEFAULT_IMAGE_SIZE, nonfinite_inputs)
 
     @staticmethod
     def configure_evaluator() -> Evaluator:

@@ -43,6 +43,20 @@ def test_error_names_the_file_and_the_count() -> None:
     assert "ok.png" not in str(error.value)
 
 
+@pytest.mark.parametrize(("name", "default_size"), [("Clgan", 256), ("Dmp", 256), ("Locc", 256), ("Pgcn", 224)])
+def test_unnormalised_models_resize_only_at_their_default_size(name: str, default_size: int) -> None:
+    model_class = MODELS[name].load()
+    default = model_class.configure_pre_processor()
+    images = torch.rand(1, 3, 300, 200)
+    resized = default.transform(images)
+    assert resized.shape[-2:] == (default_size, default_size)
+    assert resized.min() >= 0 and resized.max() <= 1  # no normalisation
+    assert default.nonfinite_inputs == "error"
+    chosen = model_class.configure_pre_processor(image_size=(48, 64), nonfinite_inputs="anomalous")
+    assert chosen.transform(images).shape[-2:] == (48, 64)
+    assert chosen.nonfinite_inputs == "anomalous"
+
+
 @pytest.mark.parametrize("hook", ["on_train_batch_start", "on_validation_batch_start"])
 def test_training_and_validation_always_refuse(hook: str) -> None:
     pre_processor = FiniteInputPreProcessor(nonfinite_inputs="anomalous")
