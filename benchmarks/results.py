@@ -105,6 +105,12 @@ CLAIMS = (
     Claim("Locc", "defect generation helps", ("objects_rto",), "Locc", "Locc -DGM"),
     Claim("Locc", "faster than Padim (fit seconds; Locc − Padim < 0)", ("objects_rto",), "Locc", "Padim", "fit_seconds"),
 )
+CLAIMS_INTRO = """Each claim measured within this protocol (every entry at the same epoch budget). The claim checks below
+(one study per paper, `benchmarks/*_study.py` and `benchmarks/dmp_ablation.py`) test the same claims at budgets
+where the compared models have converged, with their own convergence checks; where the two disagree, theirs is
+the better measurement of the paper's claim, this one of the models at equal cost.
+
+"""
 NOT_TESTABLE = (
     ("Pgcn", "bidirectional intersection removes false positives",
      "not testable by this command: `python -m benchmarks.pgcn_study` measures it"),
@@ -297,7 +303,7 @@ per-position model degenerates to one centre; lower: aligned objects).
 
 {properties}
 """
-    markdown = header + "\n" + "\n".join(sections) + "\n## Paper claims\n\n" + claims_table(records_by_kind) + "\n"
+    markdown = header + "\n" + "\n".join(sections) + "\n## Paper claims\n\n" + CLAIMS_INTRO + claims_table(records_by_kind) + "\n"
     results_path = Path(args.results)
     previous = results_path.read_text() if results_path.is_file() else ""
     kept = previous[previous.index(KEEP_MARKER):] if KEEP_MARKER in previous else ""
