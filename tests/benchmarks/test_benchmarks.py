@@ -79,7 +79,7 @@ def test_no_checkpoints_deletes_each_runs_checkpoint_and_keeps_its_size(tiny_sui
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
-
+@pytest.mark.parametrize("sweep", sorted(SWEEPS.glob("*.yaml")), ids=lambda path: path.stem)
 def test_sweep_configs_parse_with_anomalib_benchmark(sweep: Path) -> None:
     from anomalib.pipelines.benchmark.generator import BenchmarkJobGenerator
     from anomalib.pipelines.benchmark.pipeline import Benchmark
