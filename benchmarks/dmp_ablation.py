@@ -88,13 +88,18 @@ def cell(values: list[float]) -> str:
     return f"{100 * mean:.1f}" + ("" if half_width is None else f" ± {100 * half_width:.1f}")
 
 
+def last_held_out_ap(row: dict[str, Any]) -> float | None:
+    """The held-out AP of a run's last epoch (``None`` without a history or without validation that epoch)."""
+    return row["history"][-1].get(HELD_OUT_AP) if row.get("history") else None
+
+
 def summary_table(rows: list[dict[str, Any]]) -> str:
     """Per variant: test metrics and held-out AP as mean ± CI95 over seeds (paired differences: :func:`claims_table`)."""
     header = ["variant", "seeds", *(report.HEADERS[key] for key in SUMMARY_KEYS), "held-out AP", "held-out AP change, last 25 %", "fit s"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for variant in dict.fromkeys(row["variant"] for row in rows):
         ok = [row for row in rows if row["variant"] == variant and row["status"] == "ok"]
-        held_out = [row["history"][-1][HELD_OUT_AP] for row in ok if row["history"]]
+        held_out = [last_held_out_ap(row) for row in ok]
         changes = [change for row in ok if (change := last_quarter_change(row["history"], HELD_OUT_AP)) is not None]
         cells = [variant, str(len(ok)), *(cell([row["metrics"][key] for row in ok if key in row["metrics"]]) for key in SUMMARY_KEYS),
                  cell([v for v in held_out if v is not None]), cell(changes),
@@ -108,9 +113,7 @@ def claims_table(rows: list[dict[str, Any]]) -> str:
     by seed (percentage points, 95 % t interval), and the verdict on pixel AP (the paper's headline metric) and image
     AUROC of the test set."""
     def value(row: dict[str, Any], key: str) -> float | None:
-        if key == HELD_OUT_AP:
-            return row["history"][-1].get(HELD_OUT_AP) if row.get("history") else None
-        return row["metrics"].get(key)
+        return last_held_out_ap(row) if key == HELD_OUT_AP else row["metrics"].get(key)
 
     def by_seed(variant: str, key: str) -> dict[tuple[int], float]:
         return {(row["seed"],): v for row in rows
