@@ -105,7 +105,8 @@ CLAIMS = (
     Claim("Locc", "defect generation helps", ("objects_rto",), "Locc", "Locc -DGM"),
     Claim("Locc", "faster than Padim (fit seconds; Locc − Padim < 0)", ("objects_rto",), "Locc", "Padim", "fit_seconds"),
 )
-CLAIMS_INTRO = """Each claim measured within this protocol (every entry at the same epoch budget). The claim checks below
+CLAIMS_INTRO = """Each claim measured within this protocol (the two entries of a claim train their shared phases for the same
+epochs; the data column names the kinds with runs of both). The claim checks below
 (one study per paper, `benchmarks/*_study.py` and `benchmarks/dmp_ablation.py`) test the same claims at budgets
 where the compared models have converged, with their own convergence checks; where the two disagree, theirs is
 the better measurement of the paper's claim, this one of the models at equal cost.
@@ -173,7 +174,7 @@ def cross_pattern_table(records: list[Record]) -> str:
         if record.status != "ok" or "_to_" not in record.category:
             continue
         material, _, pair = record.category.partition("/")
-        train, _, test = pair.partition("_to_")
+        train = pair.partition("_to_")[0]
         same = [r for r in records if r.status == "ok" and r.entry == record.entry and r.seed == record.seed
                 and r.category == f"{material}/{train}"]
         if same:
@@ -188,19 +189,24 @@ def claims_table(records_by_kind: dict[str, list[Record]]) -> str:
     """The claims with our measurement (paired difference ``better - worse``, 95 % CI) and a verdict."""
     lines = ["| paper | claim | data | metric | our measurement: better − worse [95% CI] | verdict |", "|---|---|---|---|---:|---|"]
     for claim in CLAIMS:
-        pooled_better, pooled_worse = {}, {}
+        pooled_better, pooled_worse, measured_kinds = {}, {}, []
         for kind in claim.kinds:
             records = records_by_kind.get(kind, [])
-            pooled_better |= {(kind, *unit): v for unit, v in by_unit(records, claim.better, claim.metric).items()}
-            pooled_worse |= {(kind, *unit): v for unit, v in by_unit(records, claim.worse, claim.metric).items()}
+            better = {(kind, *unit): v for unit, v in by_unit(records, claim.better, claim.metric).items()}
+            worse = {(kind, *unit): v for unit, v in by_unit(records, claim.worse, claim.metric).items()}
+            pooled_better |= better
+            pooled_worse |= worse
+            measured_kinds += [kind] if better.keys() & worse.keys() else []
         difference = paired_difference(pooled_better, pooled_worse)
+        missing_kinds = [kind for kind in claim.kinds if kind not in measured_kinds]
+        data = ", ".join(measured_kinds or claim.kinds) + (f" (not yet: {', '.join(missing_kinds)})" if measured_kinds and missing_kinds else "")
         scale = 100 if claim.metric != "fit_seconds" else 1
         if difference.n == 0:
             measured, outcome = "–", "not testable here (not run)"
         else:
             measured = str(difference) if scale == 100 else f"{difference.mean:+.1f} s [{difference.low:+.1f}, {difference.high:+.1f}]"
             outcome = verdict(difference, claimed_sign=-1 if claim.metric == "fit_seconds" else 1)
-        lines.append(f"| {claim.paper} | {claim.claim} | {', '.join(claim.kinds)} | {claim.metric} | {measured} | {outcome} |")
+        lines.append(f"| {claim.paper} | {claim.claim} | {data} | {claim.metric} | {measured} | {outcome} |")
     if "cross_pattern" in records_by_kind:
         _, difference = cross_pattern_table(records_by_kind["cross_pattern"])
         measured = "–" if difference.n == 0 else f"Pgcn drop − Patchcore drop: {difference}"
@@ -208,6 +214,25 @@ def claims_table(records_by_kind: dict[str, list[Record]]) -> str:
         lines.append(f"| Pgcn | loses less than Patchcore across patterns | cross_pattern | raw_image_AUROC drop | {measured} | {outcome} |")
     lines += [f"| {paper} | {claim} | – | – | – | {reason} |" for paper, claim, reason in NOT_TESTABLE]
     return "\n".join(lines)
+
+
+def missing_runs(suite: Suite, seeds: list[int], records: list[Record]) -> dict[str, int]:
+    """``{entry: runs}`` of the suite's (entry, category, seed) runs that have no record (finished or failed)."""
+    done = {(record.entry, record.category, record.seed) for record in records}
+    missing = {entry.name: sum((entry.name, category, seed) not in done for category in suite.categories for seed in seeds)
+               for entry in suite.entries(True)}
+    return {entry: count for entry, count in missing.items() if count}
+
+
+def completeness(expected: int, missing: dict[str, dict[str, int]]) -> str:
+    """The header's line on runs not in yet (empty when every run of the command is in)."""
+    absent = sum(sum(per_entry.values()) for per_entry in missing.values())
+    if not absent:
+        return ""
+    kinds = "; ".join(f"{kind}: " + ", ".join(f"{entry} {count}" for entry, count in per_entry.items())
+                      for kind, per_entry in missing.items() if per_entry)
+    return (f"\n\n**Incomplete: {expected - absent} of {expected} runs of this command are in.** Not run yet (runs per "
+            f"entry): {kinds}. Tables and claims below cover the runs that are in.")
 
 
 def kind_suite(name: str, kind: Kind, pre_trained: bool, models: list[str] | None, categories: int | None) -> Suite:
@@ -225,6 +250,12 @@ def kind_suite(name: str, kind: Kind, pre_trained: bool, models: list[str] | Non
     elif categories is not None:
         chosen = chosen[:categories]
     return Suite(kind.title, build, categories=chosen, data=kind.data)
+
+
+def fixed_budgets() -> list[str]:
+    """``"name N"`` for every entry of the protocol whose preset fixes its own epoch budget (not ``--epochs``)."""
+    entries = {entry.name: entry.max_epochs for entry in main_entries(True) + claim_entries(True) if entry.max_epochs}
+    return [f"{name} {epochs}" for name, epochs in entries.items()]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -256,10 +287,11 @@ def main(argv: list[str] | None = None) -> str:
     use_offline_weights(pretrained=True)
     start = time.perf_counter()
     properties = data_properties.markdown(data_properties.measure(args.image_size))
-    records_by_kind, sections = {}, []
+    records_by_kind, sections, missing, expected = {}, [], {}, 0
     for name in args.kinds:
         kind = KINDS[name]
         suite = kind_suite(name, kind, True, args.models, args.categories_per_kind)
+        expected += len(suite.entries(True)) * len(suite.categories) * len(args.seeds)
         run_args = argparse.Namespace(
             suite=name, data=kind.data, root=None, categories=None, models=None, image_size=args.image_size,
             epochs=args.epochs, seeds=args.seeds, batch_size=args.batch_size, accelerator=args.accelerator,
@@ -268,10 +300,11 @@ def main(argv: list[str] | None = None) -> str:
         )
         if args.report_only:
             records = report.load_records(Path(run_args.output)) if (Path(run_args.output) / "results.json").is_file() else []
-            if not records:
-                continue
         else:
             records = run.run_suite(run_args, suite)
+        missing[name] = missing_runs(suite, args.seeds, records)
+        if not records:
+            continue
         records_by_kind[name] = records
         body = kind_table(records)
         if name == "cross_pattern":
@@ -282,9 +315,10 @@ def main(argv: list[str] | None = None) -> str:
     scope = " — a SUBSET of the full protocol (fewer categories, kinds or models than the default command)" if subset else ""
     header = f"""# Benchmark results
 
-{"Tables written by `" + command + "` from the runs left in --output by an earlier command" if args.report_only else "Generated by `" + command + f"` in {minutes:.0f} minutes"} on this project's machine (2 shared CPU cores){scope}.
-Training seeds {args.seeds}; budget {args.epochs} epochs per entry (multi-phase models split it by their own
-options; no wall-clock cap); {args.image_size} px. Every pretrained backbone is `tf_efficientnet_lite0`.
+{"Tables written by `" + command + "` from the runs left in --output by an earlier command" if args.report_only else "Generated by `" + command + f"` in {minutes:.0f} minutes"} on this project's machine (2 shared CPU cores){scope}.{completeness(expected, missing)}
+Training seeds {args.seeds}; budget {args.epochs} epochs per entry except where the epochs column says otherwise
+(presets that fix their own phase budgets: {", ".join(fixed_budgets())}); multi-phase models split theirs by their own
+options; no wall-clock cap; {args.image_size} px. Every pretrained backbone is `tf_efficientnet_lite0`.
 
 Protocol (`benchmarks/protocol.py`): img AUROC/AP, px AUROC/AP and AUPRO are threshold-free and computed on the raw
 scores and maps (before normalisation). Columns marked * are thresholded: image F1 and pixel F1/IoU after the
