@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,12 @@ class ConformanceCase:
         """Whether the model pins its trainer to one device (anomalib's Padim: ``trainer_arguments["devices"] == 1``).
 
         anomalib's Engine applies such a pin to every process, so a second DDP rank finds no device of its own:
-        the model does not support DDP, by its own declaration.
+        the model does not support DDP, by its own declaration. Asked once per case (the model is built once).
         """
+        return self._pins_one_device
+
+    @cached_property
+    def _pins_one_device(self) -> bool:
         return self.build_model().trainer_arguments.get("devices") == 1
 
     def build_model(self, seed: int = 0, **overrides: Any) -> AnomalibModule:  # noqa: ANN401

@@ -24,6 +24,18 @@ def test_every_plugin_model_is_covered() -> None:
     assert [case.name for case in PLUGIN_CASES] == ["Clgan", "Dmp", "Locc", "Pgcn", "Tocoad"]
 
 
+def test_single_device_pin_is_read_from_one_built_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """anomalib's Padim pins one device, the plugin models do not; the kit builds each model once to ask."""
+    from anomalib_surface.models.tocoad import Tocoad
+
+    padim, tocoad = ConformanceCase(Padim, BUILT_IN_CASES[0].init_args), ConformanceCase(Tocoad)  # fresh: nothing cached
+    builds = []
+    original = ConformanceCase.build_model
+    monkeypatch.setattr(ConformanceCase, "build_model", lambda self, *a, **k: builds.append(self.name) or original(self, *a, **k))
+    assert [padim.single_device_only(), padim.single_device_only(), tocoad.single_device_only()] == [True, True, False]
+    assert builds == ["Padim", "Tocoad"]
+
+
 class TestConformance(ModelConformance):
     @pytest.fixture(params=CASES, ids=lambda case: case.name)
     def case(self, request: pytest.FixtureRequest) -> ConformanceCase:
