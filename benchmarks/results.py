@@ -140,8 +140,11 @@ def seed_means(records: list[Record], entry: str, metric: str) -> list[float]:
     return [float(np.mean(values)) for _, values in sorted(per_seed.items())]
 
 
-def kind_table(records: list[Record]) -> str:
-    """One row per entry: raw metrics and held-out thresholded metrics (mean ± std over seeds), Δ to Patchcore."""
+def kind_table(records: list[Record], expected: dict[str, int] | None = None) -> str:
+    """One row per entry: raw metrics and held-out thresholded metrics (mean ± std over seeds), Δ to Patchcore.
+
+    ``expected``: runs per entry of the command (the runs column reads finished / expected); default: the records.
+    """
     entries = list(dict.fromkeys(record.entry for record in records))
     metrics = [f"raw_{key}" for key in RAW_METRIC_KEYS] + list(THRESHOLDED_KEYS)
     headers = ["img AUROC", "img AP", "px AUROC", "px AP", "AUPRO", "img F1*", "px F1*", "px IoU*",
@@ -162,7 +165,7 @@ def kind_table(records: list[Record]) -> str:
             else:
                 cells.append(str(paired_difference(by_unit(records, entry, metric), by_unit(records, REFERENCE, metric))))
         fit = summarise([record.fit_seconds for record in ok])
-        cells += [f"{fit.mean:.1f}", str(ok[0].epochs), f"{len(ok)}/{len(entry_records)}"]
+        cells += [f"{fit.mean:.1f}", str(ok[0].epochs), f"{len(ok)}/{(expected or {}).get(entry, len(entry_records))}"]
         lines.append(f"| {entry} | " + " | ".join(cells) + " |")
     return "\n".join(lines + (["", "Failed runs:", *failures] if failures else []))
 
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> str:
         if not records:
             continue
         records_by_kind[name] = records
-        body = kind_table(records)
+        body = kind_table(records, dict.fromkeys((entry.name for entry in suite.entries(True)), len(suite.categories) * len(args.seeds)))
         if name == "cross_pattern":
             body += "\n\n" + cross_pattern_table(records)[0]
         sections.append(f"## {kind.title}\n\nCategories: {', '.join(suite.categories)}.\n\n{body}\n")

@@ -121,4 +121,4 @@ def test_report_only_writes_results_and_keeps_the_hand_maintained_sections(tmp_p
     assert "SUBSET" in text and "| Padim | 70.5 ± 0.7 |" in text and "-10.0 [" in text
     # 3 categories x 3 seeds per entry, 2 runs of Padim and Patchcore in: the header names what is not in yet
     assert "**Incomplete: 4 of " in text and "textures: Clgan 9, Dmp 9," in text and "Padim 7" in text
-    assert "Tocoad 7, Locc 17, Pgcn 30" in text
+    assert "Tocoad 7, Locc 17, Pgcn 30" in text and "| 2.0 | 1 | 2/9 |" in text
