@@ -219,11 +219,10 @@ def claims_table(records_by_kind: dict[str, list[Record]]) -> str:
     return "\n".join(lines)
 
 
-def missing_runs(suite: Suite, seeds: list[int], records: list[Record]) -> dict[str, int]:
-    """``{entry: runs}`` of the suite's (entry, category, seed) runs that have no record (finished or failed)."""
+def missing_runs(entries: list[str], categories: tuple[str, ...], seeds: list[int], records: list[Record]) -> dict[str, int]:
+    """``{entry: runs}`` of the (entry, category, seed) runs that have no record (finished or failed)."""
     done = {(record.entry, record.category, record.seed) for record in records}
-    missing = {entry.name: sum((entry.name, category, seed) not in done for category in suite.categories for seed in seeds)
-               for entry in suite.entries(True)}
+    missing = {entry: sum((entry, category, seed) not in done for category in categories for seed in seeds) for entry in entries}
     return {entry: count for entry, count in missing.items() if count}
 
 
@@ -294,7 +293,9 @@ def main(argv: list[str] | None = None) -> str:
     for name in args.kinds:
         kind = KINDS[name]
         suite = kind_suite(name, kind, True, args.models, args.categories_per_kind)
-        expected += len(suite.entries(True)) * len(suite.categories) * len(args.seeds)
+        names = [entry.name for entry in suite.entries(True)]
+        planned = dict.fromkeys(names, len(suite.categories) * len(args.seeds))
+        expected += sum(planned.values())
         run_args = argparse.Namespace(
             suite=name, data=kind.data, root=None, categories=None, models=None, image_size=args.image_size,
             epochs=args.epochs, seeds=args.seeds, batch_size=args.batch_size, accelerator=args.accelerator,
@@ -305,11 +306,11 @@ def main(argv: list[str] | None = None) -> str:
             records = report.load_records(Path(run_args.output)) if (Path(run_args.output) / "results.json").is_file() else []
         else:
             records = run.run_suite(run_args, suite)
-        missing[name] = missing_runs(suite, args.seeds, records)
+        missing[name] = missing_runs(names, suite.categories, args.seeds, records)
         if not records:
             continue
         records_by_kind[name] = records
-        body = kind_table(records, dict.fromkeys((entry.name for entry in suite.entries(True)), len(suite.categories) * len(args.seeds)))
+        body = kind_table(records, planned)
         if name == "cross_pattern":
             body += "\n\n" + cross_pattern_table(records)[0]
         sections.append(f"## {kind.title}\n\nCategories: {', '.join(suite.categories)}.\n\n{body}\n")
