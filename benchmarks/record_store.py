@@ -20,7 +20,8 @@ from pathlib import Path
 from .report import machine
 from .runner import Record
 
-RECORDS = Path(__file__).parent / "records"
+RECORDS = Path("benchmarks/records")
+"""The default store, relative to the repository root like the other defaults of :mod:`benchmarks.results`."""
 
 
 def run_key(record: Record) -> tuple[str, str, int]:
