@@ -65,6 +65,7 @@ def environment(seeds: list[int], device: str) -> dict[str, Any]:
         "anomalib_surface": anomalib_surface.__version__,
         "device": device,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "seeds": seeds,
@@ -208,11 +209,19 @@ def study_header(title: str, command: str, env: dict[str, Any], sources: Sequenc
     return lines
 
 
+def cpu_model() -> str | None:
+    """The processor's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`), if known."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.partition(":")[2].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or None
+
+
 def machine(env: dict[str, Any]) -> str:
-    """The machine of an :func:`environment`, as a record names it: the GPU, or the CPU threads and cores."""
+    """The machine of an :func:`environment`, as a record names it: the GPU, or the CPU model, threads and cores."""
     if env.get("gpu"):
         return str(env["gpu"])
-    return f"CPU, {env.get('torch_threads')} thread(s) of {env.get('cpu_count')} cores"
+    return f"{env.get('cpu') or 'CPU'}, {env.get('torch_threads')} thread(s) of {env.get('cpu_count')} cores"
 
 
 def environment_text(env: dict[str, Any]) -> str:

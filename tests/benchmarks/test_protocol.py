@@ -149,6 +149,7 @@ def test_record_store_adds_runs_once_and_refuses_conflicts_and_other_protocols(t
     """Finished runs are stored with their machine (from the environment when the record has none), failed runs are
     left out, adding the same runs again changes nothing, other figures for a stored run and another protocol are errors."""
     from benchmarks.record_store import RecordStore
+    from benchmarks.report import machine
 
     store = RecordStore(tmp_path / "records", {"epochs": 10, "image_size": 128, "batch_size": 8})
     runs = [stored_run("Padim", 0, 0.7), stored_run("Padim", 1, 0.8, machine="elsewhere"), stored_run("Stfpm", 0, 0.5, status="failed")]
@@ -160,6 +161,7 @@ def test_record_store_adds_runs_once_and_refuses_conflicts_and_other_protocols(t
     on_cpu = write_output(tmp_path / "b", [stored_run("Padim", 2, 0.9)])
     assert store.add("textures", on_cpu) == (1, 0)
     assert store.load("textures")[-1].machine == "CPU, 1 thread(s) of 2 cores"
+    assert machine({"gpu": None, "cpu": "AMD EPYC", "torch_threads": 2, "cpu_count": 2}) == "AMD EPYC, 2 thread(s) of 2 cores"
     conflicting = write_output(tmp_path / "c", [stored_run("Padim", 0, 0.1, machine="NVIDIA H200")])
     with pytest.raises(ValueError, match=r"run \('Padim', 'brick', 0\) is already in .*textures.json with other figures"):
         store.add("textures", conflicting)
