@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .report import machine
+from .report import machine, read_results
 from .runner import Record
 
 RECORDS = Path("benchmarks/records")
@@ -58,13 +58,12 @@ class RecordStore:
         skipped; with other figures it is an error naming both files. Returns (runs added, failed runs left out:
         they stay missing, so the next run of the protocol tries them again).
         """
-        data = json.loads(results_json.read_text())
-        default_machine = machine(data.get("environment", {}))
+        environment, records = read_results(results_json)
+        default_machine = machine(environment)
         with self._locked():
             stored = {run_key(record): record for record in self.load(kind)}
             added = failed = 0
-            for fields in data["records"]:
-                record = Record(**fields)
+            for record in records:
                 if record.status != "ok":
                     failed += 1
                     continue

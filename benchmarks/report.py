@@ -338,12 +338,16 @@ def write_tables(  # noqa: PLR0913 - what results.json holds
     return markdown
 
 
+def read_results(path: Path) -> tuple[dict[str, Any], list[Record]]:
+    """The environment and the records of a runner's ``results.json``."""
+    data = json.loads(path.read_text())
+    return data.get("environment", {}), [Record(**record) for record in data["records"]]
+
+
 def load_records(output: Path) -> list[Record]:
     """Records of an earlier (possibly unfinished) run in ``output``, for resuming."""
     path = output / "results.json"
-    if not path.is_file():
-        return []
-    return [Record(**record) for record in json.loads(path.read_text())["records"]]
+    return read_results(path)[1] if path.is_file() else []
 
 
 def prediction_grid(arrays: dict[str, np.ndarray], title: str, path: Path, rows: int = 6) -> Path:
