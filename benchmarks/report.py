@@ -234,12 +234,15 @@ def write_json(  # noqa: PLR0913 - what results.json holds
     options: dict[str, Any] | None = None,
 ) -> None:
     """``output/results.json``: the command, the environment, the run's options (:func:`stored_options`, if given),
-    the merged runs (if any) and the rows under ``field``."""
+    the merged runs (if any) and the rows under ``field``. Written whole or not at all (a process killed while
+    writing leaves the previous file), since other processes collect it."""
     output.mkdir(parents=True, exist_ok=True)
     merged = {"sources": [dataclasses.asdict(source) for source in sources]} if sources else {}
     stored = {} if options is None else {"options": options}
     data = {"command": command, "environment": env, **stored, **merged, field: rows}
-    (output / "results.json").write_text(json.dumps(data, indent=1))
+    temporary = output / "results.json.tmp"
+    temporary.write_text(json.dumps(data, indent=1))
+    temporary.replace(output / "results.json")
 
 
 def write_study(  # noqa: PLR0913 - what results.json holds, and the text

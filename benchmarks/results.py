@@ -24,7 +24,8 @@ The finished runs of each kind are added to the record store ``--records`` (:mod
 default ``benchmarks/records``, kept in the repository), and the tables are written from it: runs already there are
 not run again, so the protocol runs in slices (other kinds or models in other processes, on other machines, across
 sessions). ``--collect OUT [OUT ...]`` adds the runs of other ``--output`` folders (another machine's, say) without
-running anything; ``--report-only`` writes RESULTS.md from the store alone.
+running anything; ``--report-only`` writes RESULTS.md from the store alone. :mod:`benchmarks.slices` runs the
+missing runs that way, in parallel processes.
 """
 
 from __future__ import annotations
