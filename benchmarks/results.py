@@ -372,8 +372,9 @@ Runs trained and timed on: {machines_line([record for records in records_by_kind
 seconds compare only within one machine (the fit s column gives them per machine where an entry's runs were on more
 than one; the Locc − Padim fit-time claim pairs runs of one machine only).
 Training seeds {args.seeds}; budget {args.epochs} epochs per entry except where the epochs column says otherwise
-(presets that fix their own phase budgets: {", ".join(fixed_budgets())}); multi-phase models split theirs by their own
-options; no wall-clock cap; {args.image_size} px. Every pretrained backbone is `tf_efficientnet_lite0`.
+(presets that fix their own phase budgets: {", ".join(fixed_budgets())}; anomalib's Patchcore and Padim fix one epoch,
+their single pass over the training data); multi-phase models split theirs by their own options; no wall-clock cap;
+{args.image_size} px. Every pretrained backbone is `tf_efficientnet_lite0`.
 
 Protocol (`benchmarks/protocol.py`): img AUROC/AP, px AUROC/AP and AUPRO are threshold-free and computed on the raw
 scores and maps (before normalisation). Columns marked * are thresholded: image F1 and pixel F1/IoU after the

@@ -268,6 +268,7 @@ def run_entry(
             start = time.perf_counter()
             engine.fit(model, datamodule=datamodule)
             record.fit_seconds = time.perf_counter() - start
+            record.epochs = engine.trainer.max_epochs  # the model's own where it fixes one (Patchcore, Padim: 1)
             (results,) = engine.test(model, datamodule=datamodule, verbose=False)
             predictions = engine.predict(model, datamodule=datamodule, return_predictions=True)
         record.metrics = metric_values(results)
