@@ -80,6 +80,27 @@ def test_claims_and_kind_tables_from_records() -> None:
     assert "| Tocoad | 91.0 ± 1.0 |" in kind and "ref." in kind and "+10.0 [+10.0, +10.0]" in kind
 
 
+def test_cross_pattern_claims_separate_a_smaller_drop_from_a_better_score_on_the_other_pattern() -> None:
+    """Pgcn drops less than Patchcore from the training pattern to another because it starts lower: the drop claim
+    reads reproduced, the claim of a better score on the other pattern does not."""
+
+    def record(entry: str, category: str, seed: int, auroc: float) -> Record:
+        return Record(entry, entry, category, "ok", raw_metrics={"image_AUROC": auroc}, seed=seed, fit_seconds=1.0, epochs=1)
+
+    wobble = (0.02, -0.02, 0.01)
+    records = [record(entry, category, seed, auroc)
+               for seed in range(3)
+               for entry, category, auroc in (("Patchcore", "cloth/a", 0.9), ("Patchcore", "cloth/a_to_b", 0.6),
+                                              ("Pgcn", "cloth/a", 0.7), ("Pgcn", "cloth/a_to_b", 0.6 + wobble[seed]))]
+    table, drop, on_other = results.cross_pattern_table(records)
+    assert "| Patchcore | 90.0 ± 0.0 | 60.0 ± 0.0 | 30.0 ± 0.0 |" in table and "| Pgcn | 70.0 ± 0.0 | 60.3 ± 2.1 | 9.7 ± 2.1 |" in table
+    assert (drop.n, on_other.n) == (3, 3) and drop.mean == pytest.approx(-0.2033, abs=1e-4)
+    claims = results.claims_table({"cross_pattern": records})
+    assert "| Pgcn | loses less than Patchcore across patterns | cross_pattern | raw_image_AUROC drop | Pgcn drop − Patchcore drop: -20.3" in claims
+    beats = next(line for line in claims.splitlines() if "beats Patchcore on another pattern" in line)
+    assert "+0.3 [" in beats and beats.endswith("| not reproduced (no significant difference) |")
+
+
 def test_data_properties_tell_patterns_from_textures() -> None:
     """A periodic pattern autocorrelates at its period, a stochastic texture does not; layouts lower centre cosine."""
     from anomalib_surface.data.surface_categories import CATEGORIES
