@@ -306,23 +306,33 @@ def fixed_budgets() -> list[str]:
     return [f"{name} {epochs}" for name, epochs in entries.items()]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Regenerate benchmarks/RESULTS.md")
+def add_protocol_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the protocol and its record store, shared with :mod:`benchmarks.slices`."""
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10, help="epoch budget of every entry (multi-phase models split it)")
     parser.add_argument("--kinds", nargs="+", choices=sorted(KINDS), default=list(KINDS))
-    parser.add_argument("--categories-per-kind", type=int, default=None, help="subset: the first N categories of each kind")
     parser.add_argument("--models", nargs="*", default=None, help="subset: only these entries or model classes")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--no-timing", dest="timing", action="store_false")
-    parser.add_argument("--output", default="benchmarks/output/results")
     parser.add_argument("--results", default="benchmarks/RESULTS.md")
-    parser.add_argument("--resume", action="store_true", help="skip the runs finished in --output")
     parser.add_argument("--records", default=str(RECORDS),
                         help="record store (one JSON per kind): finished runs are added to it, runs in it are not run "
                              "again, and the tables are written from it")
+
+
+def record_store(args: argparse.Namespace) -> RecordStore:
+    """The record store of ``args`` for its protocol (epochs, image size, batch size)."""
+    return RecordStore(Path(args.records), {"epochs": args.epochs, "image_size": args.image_size, "batch_size": args.batch_size})
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Regenerate benchmarks/RESULTS.md")
+    add_protocol_options(parser)
+    parser.add_argument("--categories-per-kind", type=int, default=None, help="subset: the first N categories of each kind")
+    parser.add_argument("--output", default="benchmarks/output/results")
+    parser.add_argument("--resume", action="store_true", help="skip the runs finished in --output")
     parser.add_argument("--collect", nargs="+", default=None, metavar="OUTPUT",
                         help="run nothing: add the finished runs in these --output folders to --records, then write RESULTS.md")
     parser.add_argument("--report-only", action="store_true", help="run nothing: write RESULTS.md from --records")
@@ -340,7 +350,7 @@ def main(argv: list[str] | None = None) -> str:
     use_offline_weights(pretrained=True)
     start = time.perf_counter()
     properties = data_properties.markdown(data_properties.measure(args.image_size))
-    store = RecordStore(Path(args.records), {"epochs": args.epochs, "image_size": args.image_size, "batch_size": args.batch_size})
+    store = record_store(args)
     for output in args.collect or []:
         if not any((Path(output) / name / "results.json").is_file() for name in args.kinds):
             msg = f"--collect {output}: no <kind>/results.json in it for --kinds {' '.join(args.kinds)}; expected a --output folder of this command."

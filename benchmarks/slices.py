@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from . import results
-from .record_store import RECORDS, RecordStore
+from .record_store import RecordStore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,17 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per slice (default: cores // jobs)")
     parser.add_argument("--stop-after-minutes", type=float, default=None,
                         help="stop this command then (kill running slices, keep their finished runs); never a training cap")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--kinds", nargs="+", choices=sorted(results.KINDS), default=list(results.KINDS))
-    parser.add_argument("--models", nargs="*", default=None, help="only these model classes or entries")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--accelerator", default="auto")
-    parser.add_argument("--no-timing", dest="timing", action="store_false")
-    parser.add_argument("--records", default=str(RECORDS))
+    results.add_protocol_options(parser)
     parser.add_argument("--output", default="benchmarks/output/slices")
-    parser.add_argument("--results", default="benchmarks/RESULTS.md")
     parser.add_argument("--poll-seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
@@ -140,7 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[str]:
     """Run the missing slices, then write RESULTS.md from the store; returns the line of each slice."""
     args = parse_args(argv)
-    store = RecordStore(Path(args.records), {"epochs": args.epochs, "image_size": args.image_size, "batch_size": args.batch_size})
+    store = results.record_store(args)
     slices = missing_slices(store, args.kinds, args.models, args.seeds)
     print(f"{len(slices)} slices, {sum(piece.runs for piece in slices)} runs missing; {args.jobs} at a time, "
           f"{args.threads} thread(s) each", flush=True)
