@@ -11,9 +11,9 @@ by their missing runs times the model's mean stored fit seconds, longest first, 
 short. Each slice adds its finished runs to the store as it ends.
 
 ``--stop-after-minutes`` limits this command, never a model's training: at that time no slice starts, the running
-ones are killed and the runs they finished are collected; a run killed midway is not recorded, and the next command
-runs it again. At the end RESULTS.md (``--results``) is written from the store, as ``benchmarks.results
---report-only`` writes it.
+ones are killed and the runs they finished are collected; a run killed midway is not recorded (its checkpoints are
+deleted), and the next command runs it again. At the end RESULTS.md (``--results``) is written from the store, as
+``benchmarks.results --report-only`` writes it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 
 from . import results
 from .record_store import RecordStore
+from .run import remove_checkpoints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,9 +86,13 @@ def run_slices(slices: list[Slice], args: argparse.Namespace, store: RecordStore
     pending, running, lines = list(slices), {}, []
 
     def finish(piece: Slice, outcome: str) -> None:
+        """A slice that ended normally has added its runs to the store; one killed or failed may have finished some,
+        which are collected here, and its unrecorded runs' checkpoints are of no use (they run again from scratch)."""
         _, log = running.pop(piece)
         log.close()
-        results.collect(store, piece.kind, [Path(args.output) / piece.name / piece.kind / "results.json"])
+        if outcome != "finished":
+            results.collect(store, piece.kind, [Path(args.output) / piece.name / piece.kind / "results.json"])
+            remove_checkpoints(Path(args.output) / piece.name)
         lines.append(f"{piece.name}: {outcome} ({piece.runs} runs were missing; log {log.name})")
 
     while pending or running:

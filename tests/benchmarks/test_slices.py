@@ -44,14 +44,17 @@ def test_missing_slices_leave_out_stored_runs_and_put_unknown_then_long_ones_fir
 
 def test_slices_run_in_turn_and_the_deadline_kills_the_running_one_keeping_its_finished_runs(tmp_path, monkeypatch) -> None:
     """Padim (long by its stored fit times) runs first and finishes; Draem's first slice stores one run, then hangs and
-    is killed at --stop-after-minutes with that run collected; Draem's second slice never starts."""
+    is killed at --stop-after-minutes with that run collected and its checkpoint deleted; Draem's second slice never
+    starts. A slice that ends normally has added its runs to the store itself (these fakes do not), so it is not
+    collected again: Padim's runs of seeds 0 and 1 stay out of the store."""
     store = stored(tmp_path, [run("Padim", CATEGORIES[0], 2, 100.0), run("Draem", CATEGORIES[0], 2, 1.0)])
 
     def fake_command(piece, args):
         path = tmp_path / "out" / piece.name / piece.kind / "results.json"
         text = json.dumps({"environment": {}, "records": [dataclasses.asdict(run(piece.model, CATEGORIES[1], piece.seed, 5.0))]})
         hang = 600 if piece.model == "Draem" else 0
-        script = "import pathlib, sys, time; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True); p.write_text(sys.argv[2]); time.sleep(float(sys.argv[3]))"
+        script = ("import pathlib, sys, time; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True); p.write_text(sys.argv[2]);"
+                  " (p.parent / 'model.ckpt').write_text('x'); time.sleep(float(sys.argv[3]))")
         return [sys.executable, "-c", script, str(path), text, str(hang)]
 
     reports = []
@@ -64,8 +67,10 @@ def test_slices_run_in_turn_and_the_deadline_kills_the_running_one_keeping_its_f
         "textures__Padim__seed0: finished", "textures__Padim__seed1: finished",
         "textures__Draem__seed0: killed at --stop-after-minutes", "textures__Draem__seed1: not started",
     ]
-    assert sorted((r.entry, r.seed) for r in store.load("textures")) == [("Draem", 0), ("Draem", 2), ("Padim", 0), ("Padim", 1), ("Padim", 2)]
+    assert sorted((r.entry, r.seed) for r in store.load("textures")) == [("Draem", 0), ("Draem", 2), ("Padim", 2)]
     assert reports[0][:3] == ["--report-only", "--records", str(tmp_path / "records")]
+    assert [path.parent.name for path in (tmp_path / "out").rglob("*.ckpt")] == ["textures"] * 2, "Padim's two are kept"
+    assert not list((tmp_path / "out" / "textures__Draem__seed0").rglob("*.ckpt"))
 
 
 def test_jobs_and_threads_must_be_positive() -> None:
