@@ -200,27 +200,24 @@ def machines_line(records: list[Record]) -> str:
 def cross_pattern_table(records: list[Record]) -> tuple[str, PairedDifference, PairedDifference]:
     """Raw image AUROC on the training pattern, on the other patterns, and the drop between them, per model; with the
     paired differences Pgcn − Patchcore of the drop and of the AUROC on the other patterns."""
-    drops, same, other = defaultdict(dict), defaultdict(list), defaultdict(list)
-    for record in records:
-        if record.status != "ok":
-            continue
-        if "_to_" not in record.category:
-            same[record.entry].append(value(record, "raw_image_AUROC"))
-            continue
-        other[record.entry].append(value(record, "raw_image_AUROC"))
-        material, _, pair = record.category.partition("/")
-        train = pair.partition("_to_")[0]
-        trained = [r for r in records if r.status == "ok" and r.entry == record.entry and r.seed == record.seed
-                   and r.category == f"{material}/{train}"]
-        if trained:
-            drops[record.entry][(record.category, record.seed)] = value(trained[0], "raw_image_AUROC") - value(record, "raw_image_AUROC")
     lines = ["| model (mean ± std over pattern and seed) | img AUROC, training pattern | img AUROC, other patterns | drop |",
              "|---|---:|---:|---:|"]
-    lines += [f"| {entry} | {summarise(same[entry])} | {summarise(other[entry])} | {summarise(list(units.values()))} |"
-              for entry, units in drops.items()]
-    cross = [record for record in records if "_to_" in record.category]
-    on_other = paired_difference(by_unit(cross, "Pgcn", "raw_image_AUROC"), by_unit(cross, REFERENCE, "raw_image_AUROC"))
-    return "\n".join(lines), paired_difference(drops.get("Pgcn", {}), drops.get(REFERENCE, {})), on_other
+    drops, other = {}, {}
+    for entry in dict.fromkeys(record.entry for record in records):
+        units = by_unit(records, entry, "raw_image_AUROC")
+        other[entry] = {(category, seed): score for (category, seed), score in units.items() if "_to_" in category}
+        drops[entry] = {}
+        for (category, seed), score in other[entry].items():
+            material, _, pair = category.partition("/")
+            trained = units.get((f"{material}/{pair.partition('_to_')[0]}", seed))
+            if trained is not None:
+                drops[entry][(category, seed)] = trained - score
+        if drops[entry]:
+            same = [score for (category, _), score in units.items() if "_to_" not in category]
+            lines.append(f"| {entry} | {summarise(same)} | {summarise(list(other[entry].values()))} | "
+                         f"{summarise(list(drops[entry].values()))} |")
+    pgcn_vs_reference = [paired_difference(values.get("Pgcn", {}), values.get(REFERENCE, {})) for values in (drops, other)]
+    return "\n".join(lines), *pgcn_vs_reference
 
 
 def claims_table(records_by_kind: dict[str, list[Record]]) -> str:
