@@ -88,9 +88,9 @@ def run_slices(slices: list[Slice], args: argparse.Namespace, store: RecordStore
     def finish(piece: Slice, outcome: str) -> None:
         """A slice that ended normally has added its runs to the store; one killed or failed may have finished some,
         which are collected here, and its unrecorded runs' checkpoints are of no use (they run again from scratch)."""
-        _, log = running.pop(piece)
+        process, log = running.pop(piece)
         log.close()
-        if outcome != "finished":
+        if process.returncode != 0:
             results.collect(store, piece.kind, [Path(args.output) / piece.name / piece.kind / "results.json"])
             remove_checkpoints(Path(args.output) / piece.name)
         lines.append(f"{piece.name}: {outcome} ({piece.runs} runs were missing; log {log.name})")
